@@ -1,0 +1,15 @@
+//! Kiln's emulated devices: legacy PC devices (serial, i8042, CMOS RTC), the virtio-mmio
+//! transport and the virtio devices behind it (block, net, vsock, rng), plus the fault hook
+//! that every block request and network frame passes through.
+//!
+//! This crate knows nothing of KVM: a device is handed guest memory, an [`EventFd`] to raise
+//! its interrupt (the VMM registers it as an irqfd) and event fds for queue notifications
+//! (registered as ioeventfds). Device I/O runs on one event-loop thread (`event-manager`).
+//!
+//! [`EventFd`]: vmm_sys_util::eventfd::EventFd
+
+pub mod fault;
+pub mod virtio;
+
+/// Guest memory as every device sees it.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
