@@ -1,0 +1,107 @@
+//! Shared helpers for Kiln's benchmarks: percentiles, child-process measurement, and finding
+//! the freshly built release binaries.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// p50/p95/p99 (nearest rank) of a sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+impl Percentiles {
+    /// Computes percentiles of `v` (sorted in place). Panics on an empty sample.
+    pub fn of(v: &mut [f64]) -> Self {
+        assert!(!v.is_empty(), "no samples");
+        v.sort_by(|a, b| a.total_cmp(b));
+        let at = |p: f64| v[(((p / 100.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Percentiles {
+            p50: at(50.0),
+            p95: at(95.0),
+            p99: at(99.0),
+        }
+    }
+
+    /// One table row: `name  p50  p95  p99  unit`.
+    pub fn row(&self, name: &str, unit: &str) -> String {
+        format!(
+            "{name:<40} p50 {:>10.2}  p95 {:>10.2}  p99 {:>10.2}  {unit}",
+            self.p50, self.p95, self.p99
+        )
+    }
+}
+
+/// What one child run cost.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildRun {
+    pub wall: Duration,
+    /// Peak resident set size in KiB (`ru_maxrss`).
+    pub max_rss_kib: u64,
+    pub success: bool,
+}
+
+/// Runs `cmd` to completion (output discarded) and reports its wall time and peak RSS.
+pub fn measure(cmd: &mut Command) -> std::io::Result<ChildRun> {
+    let t = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled in by the kernel; we wait for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::mem::forget(child); // already reaped by wait4
+    Ok(ChildRun {
+        wall: t.elapsed(),
+        max_rss_kib: usage.ru_maxrss as u64,
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    })
+}
+
+/// Builds the `vmm` binary in release mode and returns its path.
+pub fn release_vmm() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "-p", "vmm", "--bin", "vmm"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cargo build --release -p vmm failed");
+    let exe = std::env::current_exe().expect("bench executable path");
+    // target/release/deps/<bench> -> target/release/vmm
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("vmm")
+}
+
+/// Finds a program on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 99.0));
+        let mut one = vec![7.0];
+        assert_eq!(Percentiles::of(&mut one).p99, 7.0);
+    }
+}

@@ -1,0 +1,141 @@
+//! `vmm`: boot one Linux VM. See `vmm --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmm::config::{DiskConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
+
+/// Kiln's VMM: boots a Linux kernel on KVM with virtio block, net and vsock devices.
+#[derive(Parser, Debug)]
+#[command(name = "vmm", version, about)]
+struct Cli {
+    /// Kernel image: ELF vmlinux or bzImage.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initramfs to load.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=1"].
+    #[arg(long, value_name = "STR")]
+    cmdline: Option<String>,
+    /// Guest memory in MiB [default: 256].
+    #[arg(long, value_name = "MIB")]
+    mem: Option<u32>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N")]
+    cpus: Option<u8>,
+    /// A raw disk image, read-write unless `,ro` (repeatable).
+    #[arg(long, value_name = "PATH[,ro]")]
+    disk: Vec<DiskConfig>,
+    /// A network device on a userspace switch socket or a TAP interface (repeatable).
+    #[arg(long, value_name = "switch=SOCK[,mac=MAC]|tap=NAME[,mac=MAC]")]
+    net: Vec<NetConfig>,
+    /// A vsock device; host connections go through the Unix socket PATH.
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    vsock: Option<VsockConfig>,
+    /// Serial console output: `stdout`, `off` or a file [default: stdout].
+    #[arg(long, value_name = "stdout|PATH")]
+    serial: Option<SerialOutput>,
+    /// Control API socket (JSON lines; see API.md).
+    #[arg(long, value_name = "PATH")]
+    api_sock: Option<PathBuf>,
+    /// Read settings from a TOML file; flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Turn seccomp filters off (debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Log level: error, warn, info, debug, trace [default: info, or $RUST_LOG].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn build_config(cli: Cli) -> Result<VmConfig, String> {
+    let mut cfg = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--config {}: {e}: check the path", path.display()))?;
+            VmConfig::from_toml(&text).map_err(|e| format!("--config {}: {e}", path.display()))?
+        }
+        None => VmConfig::new(cli.kernel.clone().ok_or(
+            "no kernel given: pass --kernel PATH (or a --config file with kernel = \"PATH\")",
+        )?),
+    };
+    if let Some(k) = cli.kernel {
+        cfg.kernel = k;
+    }
+    if cli.initrd.is_some() {
+        cfg.initrd = cli.initrd;
+    }
+    if let Some(c) = cli.cmdline {
+        cfg.cmdline = c;
+    }
+    if let Some(m) = cli.mem {
+        cfg.mem_mib = m;
+    }
+    if let Some(c) = cli.cpus {
+        cfg.cpus = c;
+    }
+    cfg.disks.extend(cli.disk);
+    cfg.nets.extend(cli.net);
+    if cli.vsock.is_some() {
+        cfg.vsock = cli.vsock;
+    }
+    if let Some(s) = cli.serial {
+        cfg.serial = s;
+    }
+    if cli.api_sock.is_some() {
+        cfg.api_sock = cli.api_sock;
+    }
+    if cli.no_seccomp {
+        cfg.seccomp = false;
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = cli
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .init();
+
+    let cfg = match build_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let vmm = match vmm::start(cfg) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    stop_on_signals(vmm.handle());
+    let reason = vmm.wait();
+    tracing::info!("{}", reason.describe());
+    ExitCode::from(reason.exit_code() as u8)
+}
+
+/// SIGINT and SIGTERM stop the VM cleanly (sockets removed, exit 0).
+fn stop_on_signals(handle: vmm::VmHandle) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            handle.shutdown();
+        }
+    });
+}
