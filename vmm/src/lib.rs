@@ -1,1 +1,3 @@
 //! vmm
+
+pub mod arch;
