@@ -10,6 +10,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemory;
 
+pub mod block;
+pub mod mmio;
+pub mod queue_handler;
+pub mod rng;
+
 /// Device IDs from the virtio spec (5.x).
 pub mod device_type {
     pub const NET: u32 = 1;

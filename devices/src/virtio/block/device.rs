@@ -1,0 +1,224 @@
+//! The virtio-blk device as the transport sees it: features, config space, activation.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use virtio_bindings::bindings::virtio_blk::{
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+};
+
+use super::handler::BlockRequests;
+use super::request::{ID_BYTES, SECTOR_SIZE};
+use crate::fault::FaultHook;
+use crate::virtio::queue_handler::RunningQueue;
+use crate::virtio::{
+    device_type, read_config_bytes, ActivateContext, ActivateError, EventLoopEndpoint,
+    VirtioDevice, VIRTIO_F_VERSION_1,
+};
+
+/// Size of the single request queue.
+pub const QUEUE_SIZE: u16 = 256;
+
+/// How the user asks for a disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockConfig {
+    /// Raw image file (or block device); its size must be a multiple of 512 bytes.
+    pub path: PathBuf,
+    /// Offer the disk read-only (`VIRTIO_BLK_F_RO`); guest writes fail with IOERR.
+    pub read_only: bool,
+    /// Answer to `VIRTIO_BLK_T_GET_ID` (at most 20 bytes; shows up as the disk serial).
+    pub id: Option<String>,
+}
+
+/// Why a disk could not be set up. Every message names the image path.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("cannot open disk image {path}: {source} (check that it exists and is readable{})",
+        if *read_only { "" } else { " and writable, or mark the disk read-only" })]
+    Open {
+        path: PathBuf,
+        read_only: bool,
+        source: std::io::Error,
+    },
+    #[error("disk image {path} is a directory, expected a raw image file")]
+    NotAFile { path: PathBuf },
+    #[error("cannot find the size of disk image {path}: {source}")]
+    Size {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("disk image {path} is empty; give it a size (e.g. `truncate -s 64M {}`)", path.display())]
+    Empty { path: PathBuf },
+    #[error("disk image {path} is {size} bytes, not a multiple of 512; round it up with `truncate -s %512 {}`", path.display())]
+    Misaligned { path: PathBuf, size: u64 },
+    #[error("device id {id:?} for disk image {path} is longer than 20 bytes; shorten it")]
+    IdTooLong { path: PathBuf, id: String },
+}
+
+/// Everything that describes the device apart from its queue (plain data, for snapshots).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockState {
+    /// Image path.
+    pub path: PathBuf,
+    /// Offered read-only.
+    pub read_only: bool,
+    /// GET_ID answer, zero-padded.
+    pub id: Vec<u8>,
+    /// Disk size in 512-byte sectors.
+    pub capacity_sectors: u64,
+    /// Feature bits offered.
+    pub avail_features: u64,
+    /// Device config space (`struct virtio_blk_config` prefix).
+    pub config_space: Vec<u8>,
+}
+
+/// A virtio-blk device backed by a raw image.
+pub struct Block {
+    state: BlockState,
+    disk: File,
+    endpoint: Option<EventLoopEndpoint>,
+    fault: Arc<dyn FaultHook>,
+    running: Option<RunningQueue<BlockRequests>>,
+}
+
+impl Block {
+    /// Opens the image and prepares the device. With `endpoint`, activation registers the
+    /// request handler on that event loop; without, call [`Block::process_queue`] yourself.
+    pub fn new(
+        config: BlockConfig,
+        endpoint: Option<EventLoopEndpoint>,
+        fault: Arc<dyn FaultHook>,
+    ) -> Result<Self, BlockError> {
+        let BlockConfig {
+            path,
+            read_only,
+            id,
+        } = config;
+        let mut id_bytes = [0u8; ID_BYTES];
+        if let Some(id) = id {
+            if id.len() > ID_BYTES {
+                return Err(BlockError::IdTooLong { path, id });
+            }
+            id_bytes[..id.len()].copy_from_slice(id.as_bytes());
+        }
+        let mut disk = match OpenOptions::new().read(true).write(!read_only).open(&path) {
+            Ok(f) => f,
+            Err(source) => {
+                return Err(BlockError::Open {
+                    path,
+                    read_only,
+                    source,
+                })
+            }
+        };
+        match disk.metadata() {
+            Ok(m) if m.is_dir() => return Err(BlockError::NotAFile { path }),
+            Ok(_) => {}
+            Err(source) => return Err(BlockError::Size { path, source }),
+        }
+        // Seeking to the end also works for block devices, whose metadata length is 0.
+        let size = match disk.seek(SeekFrom::End(0)) {
+            Ok(size) => size,
+            Err(source) => return Err(BlockError::Size { path, source }),
+        };
+        if size == 0 {
+            return Err(BlockError::Empty { path });
+        }
+        if !size.is_multiple_of(SECTOR_SIZE) {
+            return Err(BlockError::Misaligned { path, size });
+        }
+        let capacity_sectors = size / SECTOR_SIZE;
+        let mut avail_features =
+            VIRTIO_F_VERSION_1 | (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_BLK_F_SEG_MAX);
+        if read_only {
+            avail_features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        Ok(Block {
+            state: BlockState {
+                path,
+                read_only,
+                id: id_bytes.to_vec(),
+                capacity_sectors,
+                avail_features,
+                config_space: config_space(capacity_sectors),
+            },
+            disk,
+            endpoint,
+            fault,
+            running: None,
+        })
+    }
+
+    /// The device's plain state.
+    pub fn state(&self) -> &BlockState {
+        &self.state
+    }
+
+    /// Disk size in 512-byte sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.state.capacity_sectors
+    }
+
+    /// Processes the request queue on the calling thread. For devices without an event loop
+    /// (tests, fuzzing); returns `None` while the device is not activated.
+    pub fn process_queue(&self) -> Option<usize> {
+        self.running.as_ref().map(|r| r.lock().process_queue())
+    }
+}
+
+/// `struct virtio_blk_config` up to `seg_max`: capacity, size_max (unused), seg_max.
+fn config_space(capacity_sectors: u64) -> Vec<u8> {
+    let mut config = Vec::with_capacity(16);
+    config.extend_from_slice(&capacity_sectors.to_le_bytes());
+    config.extend_from_slice(&0u32.to_le_bytes());
+    // Header and status take two descriptors of a chain.
+    config.extend_from_slice(&(u32::from(QUEUE_SIZE) - 2).to_le_bytes());
+    config
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        self.state.avail_features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.state.config_space, offset, data);
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        if let Some(old) = self.running.take() {
+            old.stop();
+        }
+        let disk = self
+            .disk
+            .try_clone()
+            .map_err(|e| ActivateError::Backend(format!("cannot duplicate disk fd: {e}")))?;
+        let id: [u8; ID_BYTES] = self.state.id.as_slice().try_into().unwrap_or([0; ID_BYTES]);
+        let requests = BlockRequests::new(
+            disk,
+            self.state.capacity_sectors,
+            self.state.read_only,
+            id,
+            self.fault.clone(),
+        );
+        self.running = Some(RunningQueue::start(ctx, requests, self.endpoint.as_ref())?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+        }
+    }
+}

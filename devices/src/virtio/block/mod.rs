@@ -1,0 +1,8 @@
+//! virtio-blk on a raw image file: the device the transport sees ([`Block`]), request
+//! parsing ([`request`]) and the event-loop side that executes requests ([`handler`]).
+
+mod device;
+pub mod handler;
+pub mod request;
+
+pub use device::{Block, BlockConfig, BlockError, BlockState, QUEUE_SIZE};
