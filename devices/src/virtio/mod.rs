@@ -10,6 +10,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemory;
 
+pub mod net;
+pub mod vsock;
+
 /// Device IDs from the virtio spec (5.x).
 pub mod device_type {
     pub const NET: u32 = 1;
