@@ -158,8 +158,9 @@ impl VirtioDevice for Vsock {
 }
 
 impl Drop for Vsock {
+    /// Removes the socket file. The handler is not stopped here (that would need a blocking
+    /// call into the event loop, which may already be gone); it closes with the event loop.
     fn drop(&mut self) {
-        self.reset();
         let _ = std::fs::remove_file(&self.config.uds_path);
     }
 }

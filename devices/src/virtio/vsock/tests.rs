@@ -425,6 +425,44 @@ fn malformed_packets_are_reset_or_dropped_and_the_device_keeps_going() {
 }
 
 #[test]
+fn guest_refusing_a_host_connect_closes_the_client() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem);
+    h.give_rx_buffers(4);
+    let mut client = UnixStream::connect(&h.uds).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"CONNECT 99\n").unwrap();
+    h.run();
+    let (req, _) = h.expect(Op::Request);
+    h.send(guest_hdr(Op::Rst, 99, req.src_port), &[]);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "no OK line for a refused connection");
+    assert_eq!(h.connections(), 0);
+    assert!(h.recv().is_none());
+}
+
+#[test]
+fn host_half_close_keeps_the_guest_to_host_direction_open() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem);
+    h.give_rx_buffers(8);
+    let (mut client, host_port) = h.host_connect(52, 1 << 20);
+    client.write_all(b"request").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    h.run();
+    assert_eq!(h.expect(Op::Rw).1, b"request");
+    let (shut, _) = h.expect(Op::Shutdown);
+    assert_eq!(shut.flags, SHUTDOWN_SEND, "host still receives");
+    h.send(guest_hdr(Op::Rw, 52, host_port), b"reply");
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"reply");
+}
+
+#[test]
 fn bad_connect_lines_are_closed_without_reaching_the_guest() {
     let mem = guest_memory();
     let mut h = Harness::new(&mem);
@@ -530,6 +568,28 @@ fn device_on_a_real_event_manager_thread() {
     // Reset closed the connection.
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).unwrap();
+    // The listener survived the reset: a new activation accepts clients again.
+    // Fresh rings, as a driver sets up after a reset.
+    let mut rx = GuestQueue::new(&mem, 0x200_0000, 0x280_0000, QUEUE_SIZE);
+    let tx = GuestQueue::new(&mem, 0x201_0000, 0x2c0_0000, QUEUE_SIZE);
+    let ev = GuestQueue::new(&mem, 0x202_0000, 0x300_0000, QUEUE_SIZE);
+    rx.add_writable(&[RX_BUF_LEN]);
+    dev.activate(ActivateContext {
+        mem: mem.clone(),
+        queues: vec![rx.device_queue(), tx.device_queue(), ev.device_queue()],
+        queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
+        interrupt: Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
+        acked_features: dev.features(),
+    })
+    .unwrap();
+    UnixStream::connect(&uds)
+        .unwrap()
+        .write_all(b"CONNECT 7\n")
+        .unwrap();
+    let (head, len) = wait_used(&mut rx);
+    let req = PacketHeader::from_bytes(rx.written(head, len)[..HDR_LEN].try_into().unwrap());
+    assert_eq!((req.op(), req.dst_port), (Some(Op::Request), 7));
+    dev.reset();
     drop(dev);
     assert!(!uds.exists(), "socket file removed with the device");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
