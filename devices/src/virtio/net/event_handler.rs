@@ -25,7 +25,7 @@ impl NetEventHandler {
     /// Polls the backend only while no frame is waiting for an rx buffer, so a guest that
     /// posts no buffers does not make the loop spin on a readable backend.
     fn sync_backend_interest(&mut self, ops: &mut EventOps) {
-        let want = !self.handler.holding_rx_frame();
+        let want = self.handler.wants_backend_events();
         if want == self.backend_polled {
             return;
         }

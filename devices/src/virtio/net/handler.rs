@@ -46,6 +46,8 @@ pub(crate) struct NetHandler {
     /// One frame read from the backend, waiting for an rx buffer (`rx_len` bytes of it).
     rx_buf: Vec<u8>,
     rx_len: Option<usize>,
+    /// The backend failed to receive with a hard error; polling it again would spin.
+    rx_broken: bool,
     backend_log: RateLimitedLog,
 }
 
@@ -75,13 +77,20 @@ impl NetHandler {
             // One extra byte so an oversized datagram is recognisable.
             rx_buf: vec![0; MAX_FRAME_LEN + 1],
             rx_len: None,
+            rx_broken: false,
             backend_log: RateLimitedLog::new(Duration::from_secs(1)),
         }
     }
 
-    /// True while a frame waits for an rx buffer: the backend fd need not be polled then.
+    /// True while a frame waits for an rx buffer.
     pub(crate) fn holding_rx_frame(&self) -> bool {
         self.rx_len.is_some()
+    }
+
+    /// Whether the backend fd should be polled: not while a frame waits for a buffer (the
+    /// guest posting buffers resumes us) and not after the backend broke.
+    pub(crate) fn wants_backend_events(&self) -> bool {
+        !self.holding_rx_frame() && !self.rx_broken
     }
 
     /// Sends every frame the guest has queued for transmission.
@@ -184,9 +193,11 @@ impl NetHandler {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let what = self.backend.describe();
-                    self.backend_log
-                        .warn(|| format!("net {what}: receive failed: {e}"));
+                    tracing::error!(
+                        "net {}: receive failed, no more frames will reach the guest: {e}",
+                        self.backend.describe()
+                    );
+                    self.rx_broken = true;
                     return None;
                 }
             };

@@ -21,12 +21,19 @@ pub const SHUTDOWN_SEND: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Op {
+    /// Open a connection.
     Request = 1,
+    /// Accept a connection.
     Response = 2,
+    /// Refuse or abort a connection.
     Rst = 3,
+    /// Stop sending and/or receiving (see `flags`).
     Shutdown = 4,
+    /// Data.
     Rw = 5,
+    /// Tell the peer about freed buffer space.
     CreditUpdate = 6,
+    /// Ask the peer for a credit update.
     CreditRequest = 7,
 }
 
@@ -49,15 +56,25 @@ impl Op {
 /// `struct virtio_vsock_hdr`, little-endian on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketHeader {
+    /// Sender's context ID.
     pub src_cid: u64,
+    /// Receiver's context ID.
     pub dst_cid: u64,
+    /// Sender's port.
     pub src_port: u32,
+    /// Receiver's port.
     pub dst_port: u32,
+    /// Data bytes following the header.
     pub len: u32,
+    /// Socket type ([`TYPE_STREAM`]).
     pub type_: u16,
+    /// Raw [`Op`].
     pub op: u16,
+    /// Op-specific flags (shutdown: [`SHUTDOWN_RCV`] | [`SHUTDOWN_SEND`]).
     pub flags: u32,
+    /// Sender's receive buffer size for this connection.
     pub buf_alloc: u32,
+    /// Bytes the sender has consumed from this connection so far (wrapping).
     pub fwd_cnt: u32,
 }
 
