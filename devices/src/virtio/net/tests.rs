@@ -415,3 +415,33 @@ fn device_runs_on_a_real_event_manager_thread_and_survives_reset() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     event_loop.join().unwrap();
 }
+
+#[test]
+fn broken_rx_chains_are_returned_unused_and_the_frame_takes_the_next_buffer() {
+    let mem = guest_memory();
+    let port = FakeSwitchPort::new();
+    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    // Device-readable descriptor in an rx chain.
+    let readable = h.rx.add_chain(&[Desc {
+        addr: RX_BUFS,
+        len: 2048,
+        device_writes: false,
+    }]);
+    // Buffer outside guest memory.
+    let outside = h.rx.add_chain(&[Desc {
+        addr: 1 << 40,
+        len: 2048,
+        device_writes: true,
+    }]);
+    let good = h.rx.add_writable(&[2048]);
+    h.kick_rx();
+    let f = frame(4, 80);
+    port.socket.send_to_addr(&f, &h.vmm_addr).unwrap();
+    h.run();
+    assert_eq!(h.rx.next_used(), Some((readable, 0)));
+    assert_eq!(h.rx.next_used(), Some((outside, 0)));
+    let (head, len) = h.rx.next_used().unwrap();
+    assert_eq!(head, good);
+    assert_eq!(&h.rx.written(head, len)[NET_HDR_LEN..], &f[..]);
+    assert_eq!(h.counters().rx_frames, 1);
+}
