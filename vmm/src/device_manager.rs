@@ -139,7 +139,8 @@ impl DeviceManager {
             queue_evts.push(evt);
         }
         let interrupt = Arc::new(VirtioInterrupt::new(irq));
-        let transport = MmioTransport::new(device, mem.clone(), interrupt, queue_evts);
+        let transport = MmioTransport::new(device, mem.clone(), interrupt, queue_evts)
+            .map_err(|e| DeviceError::Device(e.to_string()))?;
         self.add_mmio(base, layout::MMIO_DEVICE_SIZE, Arc::new(Mutex::new(transport)))?;
         self.virtio.push(DeviceInfo {
             kind: kind.to_string(),

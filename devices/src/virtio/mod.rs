@@ -12,8 +12,10 @@ use crate::GuestMemory;
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod queue_handler;
 pub mod rng;
+pub mod vsock;
 
 /// Device IDs from the virtio spec (5.x).
 pub mod device_type {

@@ -9,7 +9,7 @@ use crate::arch::layout;
 pub type GuestMemory = GuestMemoryMmap<()>;
 
 /// Creates `mem_mib` MiB of guest RAM laid out around the MMIO gap below 4 GiB.
-pub fn create_guest_memory(mem_mib: u32) -> Result<GuestMemory, vm_memory::Error> {
+pub fn create_guest_memory(mem_mib: u32) -> Result<GuestMemory, vm_memory::mmap::FromRangesError> {
     let size = u64::from(mem_mib) << 20;
     GuestMemoryMmap::from_ranges(&crate::arch::ram_regions(size))
 }

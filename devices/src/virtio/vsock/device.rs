@@ -1,0 +1,172 @@
+//! The virtio-vsock device as the transport sees it: features, config space, activation.
+
+use std::os::unix::net::UnixListener;
+use std::sync::{Arc, Mutex};
+
+use event_manager::SubscriberId;
+
+use super::config::{VsockConfig, VsockError};
+use super::event_handler::VsockEventHandler;
+use super::handler::VsockHandler;
+use super::muxer::Muxer;
+use super::{EVENT_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX};
+use crate::virtio::{
+    device_type, read_config_bytes, ActivateContext, ActivateError, EventLoopEndpoint, Subscriber,
+    VirtioDevice, VIRTIO_F_VERSION_1,
+};
+
+struct Active {
+    id: SubscriberId,
+    handler: Arc<Mutex<VsockEventHandler>>,
+}
+
+/// A virtio-vsock device with its host Unix socket.
+pub struct Vsock {
+    config: VsockConfig,
+    config_space: [u8; 8],
+    queue_sizes: [u16; 3],
+    /// The host listener while no handler owns it.
+    listener: Option<UnixListener>,
+    endpoint: EventLoopEndpoint,
+    active: Option<Active>,
+}
+
+impl Vsock {
+    /// Validates the CID and starts listening on `config.uds_path` (which must not exist).
+    /// The socket file is removed again when the device is dropped.
+    pub fn new(config: VsockConfig, endpoint: EventLoopEndpoint) -> Result<Vsock, VsockError> {
+        config.validate()?;
+        if config.uds_path.symlink_metadata().is_ok() {
+            return Err(VsockError::UdsExists(config.uds_path.clone()));
+        }
+        let listener = UnixListener::bind(&config.uds_path)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| VsockError::Bind {
+                path: config.uds_path.clone(),
+                source: e,
+            })?;
+        Ok(Vsock {
+            config_space: config.cid.to_le_bytes(),
+            config,
+            queue_sizes: [QUEUE_SIZE; 3],
+            listener: Some(listener),
+            endpoint,
+            active: None,
+        })
+    }
+
+    /// The device configuration.
+    pub fn config(&self) -> &VsockConfig {
+        &self.config
+    }
+
+    /// Number of open connections (0 while the device is not active).
+    pub fn connection_count(&self) -> usize {
+        self.active.as_ref().map_or(0, |a| {
+            a.handler
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .handler
+                .muxer
+                .connection_count()
+        })
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        device_type::VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config_space, offset, data);
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        if ctx.queues.len() != 3 || ctx.queue_evts.len() != 3 {
+            return Err(ActivateError::QueueCount {
+                expected: 3,
+                got: ctx.queues.len().min(ctx.queue_evts.len()),
+            });
+        }
+        if self.active.is_some() {
+            self.reset();
+        }
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| ActivateError::Backend("vsock listener was lost".into()))?;
+        let mut queues = ctx.queues;
+        // Indices are fixed by the spec: rx, tx, event.
+        let event = queues.remove(EVENT_INDEX);
+        let tx = queues.remove(TX_INDEX);
+        let rx = queues.remove(RX_INDEX);
+        let handler = Arc::new(Mutex::new(VsockEventHandler {
+            handler: VsockHandler {
+                mem: ctx.mem,
+                rx,
+                tx,
+                _event: event,
+                queue_evts: ctx.queue_evts,
+                interrupt: ctx.interrupt,
+                muxer: Muxer::new(self.config.cid, self.config.uds_path.clone(), listener),
+            },
+        }));
+        let subscriber: Subscriber = handler.clone();
+        match self.endpoint.call_blocking(
+            move |ops| -> Result<SubscriberId, event_manager::Error> {
+                Ok(ops.add_subscriber(subscriber))
+            },
+        ) {
+            Ok(id) => {
+                self.active = Some(Active { id, handler });
+                Ok(())
+            }
+            Err(e) => {
+                self.listener = take_listener(handler);
+                Err(ActivateError::EventLoop(e.to_string()))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        let id = active.id;
+        if let Err(e) = self
+            .endpoint
+            .call_blocking(move |ops| ops.remove_subscriber(id).map(drop))
+        {
+            tracing::warn!("vsock: cannot remove handler from the event loop: {e}");
+        }
+        // Dropping the handler closes every connection; the listener survives for the next
+        // activation.
+        self.listener = take_listener(active.handler);
+        if self.listener.is_none() {
+            tracing::error!("vsock: listener still in use after reset; the device cannot restart");
+        }
+    }
+}
+
+impl Drop for Vsock {
+    /// Removes the socket file. The handler is not stopped here (that would need a blocking
+    /// call into the event loop, which may already be gone); it closes with the event loop.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config.uds_path);
+    }
+}
+
+fn take_listener(handler: Arc<Mutex<VsockEventHandler>>) -> Option<UnixListener> {
+    let mutex = Arc::try_unwrap(handler).ok()?;
+    let inner = mutex.into_inner().unwrap_or_else(|e| e.into_inner());
+    Some(inner.handler.muxer.into_listener())
+}
