@@ -14,6 +14,8 @@ pub mod block;
 pub mod mmio;
 pub mod queue_handler;
 pub mod rng;
+#[cfg(test)]
+pub(crate) mod test_utils;
 
 /// Device IDs from the virtio spec (5.x).
 pub mod device_type {
