@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::bindings::virtio_blk::{
-    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
-    VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-    VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -131,7 +130,12 @@ fn read_spanning_two_buffers() {
     let (len, st) = run(
         &mut d,
         &s.dev,
-        &[ro(HDR, 16), wr(DATA, 512), wr(DATA + 0x2000, 1024), wr(STATUS, 1)],
+        &[
+            ro(HDR, 16),
+            wr(DATA, 512),
+            wr(DATA + 0x2000, 1024),
+            wr(STATUS, 1),
+        ],
     );
     assert_eq!(st, VIRTIO_BLK_S_OK as u8);
     assert_eq!(len, 1536 + 1);
@@ -152,10 +156,17 @@ fn write_lands_in_the_image_and_interrupts() {
     header(&d, VIRTIO_BLK_T_OUT, 10);
     let payload: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();
     d.write(DATA, &payload);
-    let (len, st) = run(&mut d, &s.dev, &[ro(HDR, 16), ro(DATA, 1024), wr(STATUS, 1)]);
+    let (len, st) = run(
+        &mut d,
+        &s.dev,
+        &[ro(HDR, 16), ro(DATA, 1024), wr(STATUS, 1)],
+    );
     assert_eq!((len, st), (1, VIRTIO_BLK_S_OK as u8));
     assert!(fired(irq.eventfd()));
-    assert_eq!(irq.status() & crate::virtio::INT_VRING, crate::virtio::INT_VRING);
+    assert_eq!(
+        irq.status() & crate::virtio::INT_VRING,
+        crate::virtio::INT_VRING
+    );
     let disk = file_bytes(s.img.as_path());
     assert_eq!(disk[10 * 512..12 * 512], payload[..]);
     // Neighbours untouched.
@@ -193,7 +204,12 @@ fn flush_and_get_id() {
     let (len, _) = run(
         &mut d,
         &s.dev,
-        &[ro(HDR, 16), wr(DATA, 4), wr(DATA + 0x100, 64), wr(STATUS, 1)],
+        &[
+            ro(HDR, 16),
+            wr(DATA, 4),
+            wr(DATA + 0x100, 64),
+            wr(STATUS, 1),
+        ],
     );
     assert_eq!(len, 21);
     assert_eq!(d.read(DATA, 4), b"kiln");
@@ -226,21 +242,112 @@ fn invalid_requests_get_error_status() {
     let mut d = activate(&mut s, &mem);
     let ioerr = VIRTIO_BLK_S_IOERR as u8;
     let cases: Vec<(&str, u32, u64, Vec<Buf>, u8)> = vec![
-        ("unknown type", 99, 0, vec![wr(DATA, 512)], VIRTIO_BLK_S_UNSUPP as u8),
-        ("discard unsupported", 11, 0, vec![ro(DATA, 16)], VIRTIO_BLK_S_UNSUPP as u8),
-        ("past the end", VIRTIO_BLK_T_IN, SECTORS, vec![wr(DATA, 512)], ioerr),
-        ("straddles the end", VIRTIO_BLK_T_IN, SECTORS - 1, vec![wr(DATA, 1024)], ioerr),
-        ("sector overflow", VIRTIO_BLK_T_IN, u64::MAX, vec![wr(DATA, 512)], ioerr),
-        ("write overflow", VIRTIO_BLK_T_OUT, u64::MAX / 512, vec![ro(DATA, 512)], ioerr),
-        ("not sector multiple", VIRTIO_BLK_T_IN, 0, vec![wr(DATA, 100)], ioerr),
+        (
+            "unknown type",
+            99,
+            0,
+            vec![wr(DATA, 512)],
+            VIRTIO_BLK_S_UNSUPP as u8,
+        ),
+        (
+            "discard unsupported",
+            11,
+            0,
+            vec![ro(DATA, 16)],
+            VIRTIO_BLK_S_UNSUPP as u8,
+        ),
+        (
+            "past the end",
+            VIRTIO_BLK_T_IN,
+            SECTORS,
+            vec![wr(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "straddles the end",
+            VIRTIO_BLK_T_IN,
+            SECTORS - 1,
+            vec![wr(DATA, 1024)],
+            ioerr,
+        ),
+        (
+            "write past the end",
+            VIRTIO_BLK_T_OUT,
+            SECTORS,
+            vec![ro(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "sector overflow",
+            VIRTIO_BLK_T_IN,
+            u64::MAX,
+            vec![wr(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "write overflow",
+            VIRTIO_BLK_T_OUT,
+            u64::MAX / 512,
+            vec![ro(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "not sector multiple",
+            VIRTIO_BLK_T_IN,
+            0,
+            vec![wr(DATA, 100)],
+            ioerr,
+        ),
         ("read without data", VIRTIO_BLK_T_IN, 0, vec![], ioerr),
-        ("read into readable buf", VIRTIO_BLK_T_IN, 0, vec![ro(DATA, 512)], ioerr),
-        ("write from writable buf", VIRTIO_BLK_T_OUT, 0, vec![wr(DATA, 512)], ioerr),
-        ("mixed directions", VIRTIO_BLK_T_IN, 0, vec![wr(DATA, 512), ro(DATA, 512)], ioerr),
-        ("data outside memory", VIRTIO_BLK_T_IN, 0, vec![wr(1 << 40, 512)], ioerr),
-        ("data crosses memory end", VIRTIO_BLK_T_IN, 0, vec![wr(0x1f_ff00, 512)], ioerr),
-        ("write from outside memory", VIRTIO_BLK_T_OUT, 0, vec![ro(u64::MAX - 100, 512)], ioerr),
-        ("get-id into readable buf", VIRTIO_BLK_T_GET_ID, 0, vec![ro(DATA, 20)], ioerr),
+        (
+            "read into readable buf",
+            VIRTIO_BLK_T_IN,
+            0,
+            vec![ro(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "write from writable buf",
+            VIRTIO_BLK_T_OUT,
+            0,
+            vec![wr(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "mixed directions",
+            VIRTIO_BLK_T_IN,
+            0,
+            vec![wr(DATA, 512), ro(DATA, 512)],
+            ioerr,
+        ),
+        (
+            "data outside memory",
+            VIRTIO_BLK_T_IN,
+            0,
+            vec![wr(1 << 40, 512)],
+            ioerr,
+        ),
+        (
+            "data crosses memory end",
+            VIRTIO_BLK_T_IN,
+            0,
+            vec![wr(0x1f_ff00, 512)],
+            ioerr,
+        ),
+        (
+            "write from outside memory",
+            VIRTIO_BLK_T_OUT,
+            0,
+            vec![ro(u64::MAX - 100, 512)],
+            ioerr,
+        ),
+        (
+            "get-id into readable buf",
+            VIRTIO_BLK_T_GET_ID,
+            0,
+            vec![ro(DATA, 20)],
+            ioerr,
+        ),
     ];
     for (name, t, sector, data, want) in cases {
         header(&d, t, sector);
@@ -262,11 +369,26 @@ fn malformed_chains_complete_without_status() {
         ("header only", vec![ro(HDR, 16)]),
         ("header too short", vec![ro(HDR, 8), wr(STATUS, 1)]),
         ("header writable", vec![wr(HDR, 16), wr(STATUS, 1)]),
-        ("header outside memory", vec![ro(1 << 40, 16), wr(STATUS, 1)]),
-        ("header at address overflow", vec![ro(u64::MAX - 4, 16), wr(STATUS, 1)]),
-        ("status readable", vec![ro(HDR, 16), wr(DATA, 512), ro(STATUS, 1)]),
-        ("status empty", vec![ro(HDR, 16), wr(DATA, 512), wr(STATUS, 0)]),
-        ("status outside memory", vec![ro(HDR, 16), wr(DATA, 512), wr(1 << 40, 1)]),
+        (
+            "header outside memory",
+            vec![ro(1 << 40, 16), wr(STATUS, 1)],
+        ),
+        (
+            "header at address overflow",
+            vec![ro(u64::MAX - 4, 16), wr(STATUS, 1)],
+        ),
+        (
+            "status readable",
+            vec![ro(HDR, 16), wr(DATA, 512), ro(STATUS, 1)],
+        ),
+        (
+            "status empty",
+            vec![ro(HDR, 16), wr(DATA, 512), wr(STATUS, 0)],
+        ),
+        (
+            "status outside memory",
+            vec![ro(HDR, 16), wr(DATA, 512), wr(1 << 40, 1)],
+        ),
     ];
     for (name, bufs) in cases {
         header(&d, VIRTIO_BLK_T_IN, 0);
@@ -301,12 +423,7 @@ fn hostile_avail_ring() {
     let mut d = activate(&mut s, &mem);
     // Head index beyond the queue size: dropped, the next chain is still served.
     header(&d, VIRTIO_BLK_T_FLUSH, 0);
-    d.mock
-        .avail()
-        .ring()
-        .ref_at(0)
-        .unwrap()
-        .store(u16::MAX);
+    d.mock.avail().ring().ref_at(0).unwrap().store(u16::MAX);
     d.set_avail_idx(1);
     assert_eq!(s.dev.process_queue(), Some(0));
     let (len, st) = run(&mut d, &s.dev, &[ro(HDR, 16), wr(STATUS, 1)]);
@@ -390,7 +507,11 @@ fn fault_hook_sees_every_request_and_can_fail_it() {
     let before = file_bytes(s.img.as_path());
     let mut d = activate(&mut s, &mem);
     header(&d, VIRTIO_BLK_T_OUT, 2);
-    let (_, st) = run(&mut d, &s.dev, &[ro(HDR, 16), ro(DATA, 1024), wr(STATUS, 1)]);
+    let (_, st) = run(
+        &mut d,
+        &s.dev,
+        &[ro(HDR, 16), ro(DATA, 1024), wr(STATUS, 1)],
+    );
     assert_eq!(st, VIRTIO_BLK_S_IOERR as u8);
     assert_eq!(file_bytes(s.img.as_path()), before);
     header(&d, VIRTIO_BLK_T_IN, 1);
@@ -448,7 +569,10 @@ fn bad_images_are_clear_errors() {
     let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
     let missing = dir.as_path().join("nope.img");
     let msg = new_err(&missing, false, None);
-    assert!(msg.contains("nope.img") && msg.contains("cannot open"), "{msg}");
+    assert!(
+        msg.contains("nope.img") && msg.contains("cannot open"),
+        "{msg}"
+    );
 
     let msg = new_err(dir.as_path(), true, None);
     assert!(msg.contains("directory"), "{msg}");
