@@ -591,3 +591,34 @@ fn bad_images_are_clear_errors() {
     let msg = new_err(ok.as_path(), false, Some("this-id-is-much-longer-than-20"));
     assert!(msg.contains("longer than 20"), "{msg}");
 }
+
+#[test]
+fn huge_indirect_table_is_bounded() {
+    use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT;
+    let mem = guest_memory();
+    let mut s = setup(false, None, Arc::new(NoFaults));
+    let d = activate(&mut s, &mem);
+    header(&d, VIRTIO_BLK_T_IN, 0);
+    // 4096 indirect descriptors: header, then writable 512-byte buffers, looping at the end.
+    let table = 0x10_0000u64;
+    let n: u16 = 4096;
+    for i in 0..n {
+        let desc = if i == 0 {
+            Driver::raw(HDR, 16, VRING_DESC_F_NEXT, 1)
+        } else {
+            Driver::raw(
+                DATA,
+                512,
+                VRING_DESC_F_NEXT | VRING_DESC_F_WRITE,
+                (i + 1) % n,
+            )
+        };
+        let bytes: [u8; 16] = vm_memory::ByteValued::as_slice(&desc).try_into().unwrap();
+        d.write(table + u64::from(i) * 16, &bytes);
+    }
+    let head = Driver::raw(table, u32::from(n) * 16, VRING_DESC_F_INDIRECT, 0);
+    d.submit_raw(&[head], 0);
+    assert_eq!(s.dev.process_queue(), Some(1));
+    assert_eq!(d.used(0), (0, 0));
+    assert_eq!(status(&d), STATUS_UNTOUCHED);
+}
