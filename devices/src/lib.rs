@@ -9,6 +9,8 @@
 //! [`EventFd`]: vmm_sys_util::eventfd::EventFd
 
 pub mod fault;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod virtio;
 
 /// Guest memory as every device sees it.

@@ -23,7 +23,7 @@ use crate::GuestMemory;
 pub const MAGIC_VALUE: u32 = 0x7472_6976;
 /// Modern virtio-mmio.
 pub const MMIO_VERSION: u32 = 2;
-/// Vendor ID reported to the guest ("KILN" would not fit the spirit; 0 is customary).
+/// Vendor ID reported to the guest: Kiln has no registered one, and Linux ignores it.
 pub const VENDOR_ID: u32 = 0;
 /// Offset of `QueueNotify`, where the VMM registers the queue ioeventfds.
 pub const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
@@ -201,7 +201,8 @@ impl MmioTransport {
         })
     }
 
-    /// The registers as plain data.
+    /// The registers as plain data. Queue ring positions (`next_avail`/`next_used`) are the
+    /// ones at activation: once active, the device owns the live queues.
     pub fn state(&self) -> &MmioTransportState {
         &self.state
     }

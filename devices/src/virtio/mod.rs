@@ -11,10 +11,18 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::GuestMemory;
 
 pub mod block;
+#[cfg(test)]
+mod event_loop_tests;
 pub mod mmio;
+#[cfg(test)]
+mod mmio_tests;
 pub mod net;
 pub mod queue_handler;
 pub mod rng;
+#[cfg(test)]
+mod rng_tests;
+#[cfg(test)]
+pub(crate) mod test_utils;
 pub mod vsock;
 
 /// Device IDs from the virtio spec (5.x).

@@ -86,7 +86,9 @@ pub struct Block {
 
 impl Block {
     /// Opens the image and prepares the device. With `endpoint`, activation registers the
-    /// request handler on that event loop; without, call [`Block::process_queue`] yourself.
+    /// request handler on that event loop (which must be running: activation and reset wait
+    /// for it); without, call [`Block::process_queue`] yourself. Every request passes `fault`
+    /// before it touches the image.
     pub fn new(
         config: BlockConfig,
         endpoint: Option<EventLoopEndpoint>,

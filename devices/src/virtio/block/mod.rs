@@ -4,5 +4,7 @@
 mod device;
 pub mod handler;
 pub mod request;
+#[cfg(test)]
+mod tests;
 
 pub use device::{Block, BlockConfig, BlockError, BlockState, QUEUE_SIZE};

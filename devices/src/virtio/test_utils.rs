@@ -1,0 +1,174 @@
+//! Test helpers: real guest memory and a driver-side view of a split queue built with
+//! virtio-queue's `MockSplitQueue` (real rings in real guest memory).
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{ActivateContext, VirtioInterrupt};
+use crate::GuestMemory;
+
+/// Size of the test guest memory.
+pub const MEM_SIZE: u64 = 0x20_0000;
+/// Where tests put data buffers (the rings live at 0).
+pub const DATA_BASE: u64 = 0x1_0000;
+
+/// 2 MiB of guest memory at address 0.
+pub fn guest_memory() -> GuestMemory {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
+}
+
+/// An interrupt backed by a fresh non-blocking event fd.
+pub fn interrupt() -> Arc<VirtioInterrupt> {
+    Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()))
+}
+
+/// True if the event fd has been written since the last read (consumes the count).
+pub fn fired(evt: &EventFd) -> bool {
+    evt.read().is_ok()
+}
+
+/// Blocks until `evt` is readable, failing the test after a generous hang guard.
+pub fn wait_readable(evt: &EventFd) {
+    let mut pfd = libc::pollfd {
+        fd: evt.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = Duration::from_secs(20).as_millis() as i32;
+    // SAFETY: one valid pollfd, length 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
+    assert_eq!(n, 1, "event fd never became readable");
+}
+
+/// One buffer of a chain: guest address, length, device-writable.
+#[derive(Clone, Copy, Debug)]
+pub struct Buf {
+    pub addr: u64,
+    pub len: u32,
+    pub writable: bool,
+}
+
+/// Device-readable buffer.
+pub fn ro(addr: u64, len: u32) -> Buf {
+    Buf {
+        addr,
+        len,
+        writable: false,
+    }
+}
+
+/// Device-writable buffer.
+pub fn wr(addr: u64, len: u32) -> Buf {
+    Buf {
+        addr,
+        len,
+        writable: true,
+    }
+}
+
+/// The driver side of one split queue.
+pub struct Driver<'a> {
+    pub mem: &'a GuestMemory,
+    pub mock: MockSplitQueue<'a, GuestMemory>,
+    next_desc: u16,
+    size: u16,
+}
+
+impl<'a> Driver<'a> {
+    /// Rings of `size` entries at guest address 0.
+    pub fn new(mem: &'a GuestMemory, size: u16) -> Self {
+        Driver {
+            mem,
+            mock: MockSplitQueue::create(mem, GuestAddress(0), size),
+            next_desc: 0,
+            size,
+        }
+    }
+
+    /// A ready device-side queue over these rings.
+    pub fn queue(&self) -> Queue {
+        self.mock.create_queue::<Queue>().unwrap()
+    }
+
+    /// An activation context for a single-queue device over these rings.
+    pub fn activate_context(&self, interrupt: &Arc<VirtioInterrupt>) -> (ActivateContext, EventFd) {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let ctx = ActivateContext {
+            mem: self.mem.clone(),
+            queues: vec![self.queue()],
+            queue_evts: vec![evt.try_clone().unwrap()],
+            interrupt: interrupt.clone(),
+            acked_features: 0,
+        };
+        (ctx, evt)
+    }
+
+    /// Publishes a chain made of `bufs`; returns its head index.
+    pub fn submit(&mut self, bufs: &[Buf]) -> u16 {
+        let start = self.next_desc;
+        let descs: Vec<RawDescriptor> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let i = i as u16;
+                let mut flags = 0;
+                if b.writable {
+                    flags |= VRING_DESC_F_WRITE as u16;
+                }
+                if usize::from(i) + 1 < bufs.len() {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                RawDescriptor::from(SplitDescriptor::new(b.addr, b.len, flags, start + i + 1))
+            })
+            .collect();
+        self.submit_raw(&descs, start);
+        self.next_desc = (start + bufs.len() as u16) % self.size;
+        start
+    }
+
+    /// Writes descriptors verbatim at table index `at` and publishes index `at` as a head.
+    pub fn submit_raw(&self, descs: &[RawDescriptor], at: u16) {
+        self.mock.add_desc_chains(descs, at).unwrap();
+    }
+
+    /// Raw descriptor with explicit flags and next.
+    pub fn raw(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+    }
+
+    /// The used ring's index.
+    pub fn used_idx(&self) -> u16 {
+        self.mock.used().idx().load()
+    }
+
+    /// Used element `i`: (head id, length).
+    pub fn used(&self, i: u16) -> (u32, u32) {
+        let e = self.mock.used().ring().ref_at(i as usize).unwrap().load();
+        (e.id(), e.len())
+    }
+
+    /// Overwrites the avail ring's index (hostile drivers).
+    pub fn set_avail_idx(&self, idx: u16) {
+        self.mock.avail().idx().store(idx);
+    }
+
+    /// Writes `bytes` into guest memory.
+    pub fn write(&self, addr: u64, bytes: &[u8]) {
+        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+    }
+
+    /// Reads `len` bytes from guest memory.
+    pub fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+}
