@@ -9,6 +9,7 @@
 //! [`EventFd`]: vmm_sys_util::eventfd::EventFd
 
 pub mod fault;
+pub mod legacy;
 pub mod virtio;
 
 /// Guest memory as every device sees it.
