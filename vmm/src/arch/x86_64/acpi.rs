@@ -100,61 +100,81 @@ fn edge_irq(gsi: u32) -> Interrupt {
     Interrupt::new(true, true, false, false, gsi)
 }
 
-fn dsdt_body(virtio: &[MmioDeviceInfo]) -> Vec<u8> {
-    let mut body = Vec::new();
+/// Encodes `Device(name) { children }` at once, so temporaries in `children` live long enough.
+fn device_aml(name: &str, children: Vec<&dyn Aml>) -> RawAml {
+    let mut bytes = Vec::new();
+    aml::Device::new(Path::new(name), children).to_aml_bytes(&mut bytes);
+    RawAml(bytes)
+}
 
-    let com1_io = IO::new(serial::COM1_PORT_BASE, serial::COM1_PORT_BASE, 1, serial::PORT_LEN as u8);
-    let com1_irq = edge_irq(SERIAL_IRQ);
-    let com1_crs = ResourceTemplate::new(vec![&com1_io, &com1_irq]);
-    let com1 = aml::Device::new(
-        "COM1".into(),
+fn dsdt_body(virtio: &[MmioDeviceInfo]) -> Vec<u8> {
+    let com1 = device_aml(
+        "COM1",
         vec![
             &Name::new("_HID".into(), &EISAName::new("PNP0501")),
             &Name::new("_UID".into(), &aml::ZERO),
-            &Name::new("_CRS".into(), &com1_crs),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![
+                    &IO::new(
+                        serial::COM1_PORT_BASE,
+                        serial::COM1_PORT_BASE,
+                        1,
+                        serial::PORT_LEN as u8,
+                    ),
+                    &edge_irq(SERIAL_IRQ),
+                ]),
+            ),
         ],
     );
-
-    let rtc_io = IO::new(rtc::PORT_BASE, rtc::PORT_BASE, 1, rtc::PORT_LEN as u8);
-    let rtc_irq = edge_irq(RTC_IRQ);
-    let rtc_crs = ResourceTemplate::new(vec![&rtc_io, &rtc_irq]);
-    let rtc_dev = aml::Device::new(
-        "RTC_".into(),
+    let rtc_dev = device_aml(
+        "RTC_",
         vec![
             &Name::new("_HID".into(), &EISAName::new("PNP0B00")),
-            &Name::new("_CRS".into(), &rtc_crs),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![
+                    &IO::new(rtc::PORT_BASE, rtc::PORT_BASE, 1, rtc::PORT_LEN as u8),
+                    &edge_irq(RTC_IRQ),
+                ]),
+            ),
         ],
     );
-
-    let kbd_data = IO::new(i8042::DATA_PORT, i8042::DATA_PORT, 1, 1);
-    let kbd_cmd = IO::new(i8042::COMMAND_PORT, i8042::COMMAND_PORT, 1, 1);
-    let kbd_irq = edge_irq(I8042_IRQ);
-    let kbd_crs = ResourceTemplate::new(vec![&kbd_data, &kbd_cmd, &kbd_irq]);
-    let kbd = aml::Device::new(
-        "PS2_".into(),
+    let kbd = device_aml(
+        "PS2_",
         vec![
             &Name::new("_HID".into(), &EISAName::new("PNP0303")),
-            &Name::new("_CRS".into(), &kbd_crs),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![
+                    &IO::new(i8042::DATA_PORT, i8042::DATA_PORT, 1, 1),
+                    &IO::new(i8042::COMMAND_PORT, i8042::COMMAND_PORT, 1, 1),
+                    &edge_irq(I8042_IRQ),
+                ]),
+            ),
         ],
     );
-
-    let pm_io = IO::new(acpi_pm::PORT_BASE, acpi_pm::PORT_BASE, 1, acpi_pm::PORT_LEN as u8);
-    let pm_crs = ResourceTemplate::new(vec![&pm_io]);
-    let pm = aml::Device::new(
-        "PMIO".into(),
+    let pm = device_aml(
+        "PMIO",
         vec![
             &Name::new("_HID".into(), &EISAName::new("PNP0C02")),
             &Name::new("_UID".into(), &"PMIO"),
-            &Name::new("_CRS".into(), &pm_crs),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![&IO::new(
+                    acpi_pm::PORT_BASE,
+                    acpi_pm::PORT_BASE,
+                    1,
+                    acpi_pm::PORT_LEN as u8,
+                )]),
+            ),
         ],
     );
+    let virtio_devices: Vec<RawAml> = virtio.iter().enumerate().map(virtio_device).collect();
 
     let mut sb_children: Vec<&dyn Aml> = vec![&com1, &rtc_dev, &kbd, &pm];
-    let virtio_devices: Vec<Vec<u8>> = virtio.iter().enumerate().map(virtio_device).collect();
-    let virtio_raw: Vec<RawAml> = virtio_devices.into_iter().map(RawAml).collect();
-    for raw in &virtio_raw {
-        sb_children.push(raw);
-    }
+    sb_children.extend(virtio_devices.iter().map(|d| d as &dyn Aml));
+    let mut body = Vec::new();
     aml::Scope::new("\\_SB_".into(), sb_children).to_aml_bytes(&mut body);
 
     // \_S5_: SLP_TYPa, SLP_TYPb, reserved, reserved.
@@ -176,23 +196,22 @@ impl Aml for RawAml {
     }
 }
 
-fn virtio_device((index, dev): (usize, &MmioDeviceInfo)) -> Vec<u8> {
-    let name = format!("V{index:03X}");
-    let mem = Memory32Fixed::new(true, dev.base as u32, dev.size as u32);
-    let irq = edge_irq(dev.gsi);
-    let crs = ResourceTemplate::new(vec![&mem, &irq]);
+fn virtio_device((index, dev): (usize, &MmioDeviceInfo)) -> RawAml {
     let uid = index as u32;
-    let mut bytes = Vec::new();
-    aml::Device::new(
-        Path::new(&name),
+    device_aml(
+        &format!("V{index:03X}"),
         vec![
             &Name::new("_HID".into(), &"LNRO0005"),
             &Name::new("_UID".into(), &uid),
-            &Name::new("_CRS".into(), &crs),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![
+                    &Memory32Fixed::new(true, dev.base as u32, dev.size as u32),
+                    &edge_irq(dev.gsi),
+                ]),
+            ),
         ],
     )
-    .to_aml_bytes(&mut bytes);
-    bytes
 }
 
 fn dsdt(virtio: &[MmioDeviceInfo]) -> Vec<u8> {
@@ -273,4 +292,199 @@ pub fn create_acpi_tables(
             .map_err(ArchError::mem(what, addr))?;
     }
     Ok(GuestAddress(rsdp_addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::x86_64::layout::{ram_regions, MMIO_DEVICES_START, MMIO_DEVICE_SIZE};
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&ram_regions(64 << 20)).unwrap()
+    }
+
+    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
+    fn sum(b: &[u8]) -> u8 {
+        b.iter().fold(0u8, |a, x| a.wrapping_add(*x))
+    }
+
+    /// Reads a whole system description table at `addr`, checking signature and checksum.
+    fn table(mem: &GuestMemoryMmap, addr: u64, signature: &[u8; 4]) -> Vec<u8> {
+        let header = read(mem, addr, 36);
+        assert_eq!(&header[0..4], signature);
+        let t = read(mem, addr, u32_at(&header, 4) as usize);
+        assert_eq!(sum(&t), 0, "{} checksum", String::from_utf8_lossy(signature));
+        t
+    }
+
+    struct Tables {
+        fadt: Vec<u8>,
+        madt: Vec<u8>,
+        dsdt: Vec<u8>,
+    }
+
+    /// Follows RSDP -> XSDT -> FADT -> DSDT and XSDT -> MADT the way an OS does.
+    fn walk(mem: &GuestMemoryMmap, rsdp: GuestAddress) -> Tables {
+        let r = read(mem, rsdp.0, 36);
+        assert_eq!(&r[0..8], b"RSD PTR ");
+        assert_eq!(sum(&r[0..20]), 0, "RSDP v1 checksum");
+        assert_eq!(sum(&r), 0, "RSDP extended checksum");
+        assert_eq!(r[15], 2, "ACPI 2.0+ RSDP");
+        let xsdt = table(mem, u64_at(&r, 24), b"XSDT");
+        let entries: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64_at(c, 0)).collect();
+        let mut fadt = None;
+        let mut madt = None;
+        for addr in entries {
+            match &read(mem, addr, 4)[..] {
+                b"FACP" => fadt = Some(table(mem, addr, b"FACP")),
+                b"APIC" => madt = Some(table(mem, addr, b"APIC")),
+                other => panic!("unexpected table {other:?}"),
+            }
+        }
+        let fadt = fadt.expect("FADT in XSDT");
+        let dsdt = table(mem, u64_at(&fadt, 140), b"DSDT");
+        Tables { fadt, madt: madt.expect("MADT in XSDT"), dsdt }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn virtio(n: u64) -> Vec<MmioDeviceInfo> {
+        (0..n)
+            .map(|i| MmioDeviceInfo {
+                base: MMIO_DEVICES_START + i * MMIO_DEVICE_SIZE,
+                size: MMIO_DEVICE_SIZE,
+                gsi: IRQ_BASE + i as u32,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chain_is_readable_and_checksums_are_valid() {
+        let mem = mem();
+        let rsdp = create_acpi_tables(&mem, 2, &virtio(3)).unwrap();
+        assert_eq!(rsdp, GuestAddress(ACPI_TABLES_START));
+        walk(&mem, rsdp);
+    }
+
+    #[test]
+    fn fadt_is_hardware_reduced_with_pm_registers() {
+        let mem = mem();
+        let t = walk(&mem, create_acpi_tables(&mem, 1, &[]).unwrap());
+        let f = &t.fadt;
+        assert_eq!(f.len(), 276);
+        assert_eq!((f[8], f[131]), (6, 5), "FADT revision 6.5");
+        let flags = u32_at(f, 112);
+        assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        let iapc = u16::from_le_bytes([f[109], f[110]]);
+        assert_eq!(iapc & (1 << 5), 0, "must not claim 'CMOS RTC not present'");
+        assert_eq!(f[108], rtc::CENTURY_INDEX);
+        // Generic address structures: space 1 = SystemIO, 8 bits, byte access.
+        let gas = |off: usize| (f[off], f[off + 1], f[off + 3], u64_at(f, off + 4));
+        assert_eq!(gas(116), (1, 8, 1, u64::from(acpi_pm::RESET_PORT)));
+        assert_eq!(f[128], acpi_pm::RESET_VALUE);
+        assert_eq!(gas(244), (1, 8, 1, u64::from(acpi_pm::SLEEP_CONTROL_PORT)));
+        assert_eq!(gas(256), (1, 8, 1, u64::from(acpi_pm::SLEEP_STATUS_PORT)));
+    }
+
+    #[test]
+    fn madt_has_one_enabled_lapic_per_vcpu_and_the_ioapic() {
+        for n in [1u8, 2, 6] {
+            let mem = mem();
+            let t = walk(&mem, create_acpi_tables(&mem, n, &[]).unwrap());
+            let m = &t.madt;
+            assert_eq!(u32_at(m, 36), APIC_ADDR as u32);
+            let mut lapics = Vec::new();
+            let mut ioapics = Vec::new();
+            let mut off = 44;
+            while off < m.len() {
+                let (kind, len) = (m[off], m[off + 1] as usize);
+                assert!(len >= 2 && off + len <= m.len());
+                match kind {
+                    0 => lapics.push((m[off + 2], m[off + 3], u32_at(m, off + 4))),
+                    1 => ioapics.push(u32_at(m, off + 4)),
+                    _ => {}
+                }
+                off += len;
+            }
+            let expected: Vec<_> = (0..n).map(|i| (i, i, 1)).collect();
+            assert_eq!(lapics, expected);
+            assert_eq!(ioapics, vec![IOAPIC_ADDR as u32]);
+        }
+    }
+
+    #[test]
+    fn dsdt_describes_virtio_windows_and_legacy_devices() {
+        let mem = mem();
+        let devs = virtio(4);
+        let t = walk(&mem, create_acpi_tables(&mem, 2, &devs).unwrap());
+        let d = &t.dsdt;
+        let hid_count = d.windows(8).filter(|w| w == b"LNRO0005").count();
+        assert_eq!(hid_count, devs.len());
+        for dev in &devs {
+            // Memory32Fixed: tag 0x86, length 9, read-write, base, size.
+            let mut mem32 = vec![0x86, 0x09, 0x00, 0x01];
+            mem32.extend_from_slice(&(dev.base as u32).to_le_bytes());
+            mem32.extend_from_slice(&(dev.size as u32).to_le_bytes());
+            // Extended interrupt: consumer + edge, active high, exclusive; one GSI.
+            let mut irq = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+            irq.extend_from_slice(&dev.gsi.to_le_bytes());
+            let mut crs = mem32.clone();
+            crs.extend_from_slice(&irq);
+            assert!(contains(d, &crs), "window {:#x} with GSI {}", dev.base, dev.gsi);
+        }
+        // EISA ids of COM1 (PNP0501), RTC (PNP0B00), i8042 (PNP0303), as AML DWords.
+        for id in [0x0105_d041u32, 0x000b_d041, 0x0303_d041] {
+            let mut enc = vec![0x0c];
+            enc.extend_from_slice(&id.to_le_bytes());
+            assert!(contains(d, &enc), "EISA id {id:#x}");
+        }
+        // COM1 I/O 0x3f8 len 8; RTC 0x70 len 2; PM block.
+        assert!(contains(d, &[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]));
+        assert!(contains(d, &[0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02]));
+        assert!(contains(d, &[0x47, 0x01, 0x00, 0x06, 0x00, 0x06, 0x01, 0x04]));
+        // \_S5_ = Package(4) { 5, 5, 0, 0 }.
+        assert!(contains(d, b"_S5_\x12\x08\x04\x0a\x05\x0a\x05\x00\x00"));
+    }
+
+    #[test]
+    fn bad_descriptions_are_refused() {
+        let mem = mem();
+        assert!(create_acpi_tables(&mem, 0, &[]).is_err());
+        let mut devs = virtio(1);
+        devs[0].gsi = 4;
+        assert!(create_acpi_tables(&mem, 1, &devs).is_err());
+        devs[0].gsi = 5;
+        devs[0].base = 0xffff_ffff;
+        assert!(create_acpi_tables(&mem, 1, &devs).is_err());
+    }
+
+    #[test]
+    fn tables_fit_for_many_devices_or_error_cleanly() {
+        let mem = mem();
+        let devs: Vec<_> = (0..19u64)
+            .map(|i| MmioDeviceInfo {
+                base: MMIO_DEVICES_START + i * MMIO_DEVICE_SIZE,
+                size: MMIO_DEVICE_SIZE,
+                gsi: IRQ_BASE + i as u32,
+            })
+            .collect();
+        let t = walk(&mem, create_acpi_tables(&mem, 254, &devs).unwrap());
+        assert_eq!(t.dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 19);
+    }
 }
