@@ -63,7 +63,10 @@ impl AcpiPmDevice {
         if sleep_type == S5_SLEEP_TYPE {
             Self::signal(&self.poweroff, "power off");
         } else {
-            tracing::warn!(sleep_type, "guest asked for an unsupported sleep state; ignored");
+            tracing::warn!(
+                sleep_type,
+                "guest asked for an unsupported sleep state; ignored"
+            );
         }
     }
 }
@@ -98,7 +101,11 @@ mod tests {
         let (mut dev, off, reset) = device();
         // What ACPICA's acpi_hw_extended_sleep writes: clear wake status, then type|enable.
         dev.pio_write(PioAddress(SLEEP_STATUS_PORT), 0, &[0x80]);
-        dev.pio_write(PioAddress(SLEEP_CONTROL_PORT), 0, &[(S5_SLEEP_TYPE << 2) | SLP_EN]);
+        dev.pio_write(
+            PioAddress(SLEEP_CONTROL_PORT),
+            0,
+            &[(S5_SLEEP_TYPE << 2) | SLP_EN],
+        );
         assert_eq!(off.read().unwrap(), 1);
         assert!(reset.read().is_err());
     }
@@ -106,7 +113,11 @@ mod tests {
     #[test]
     fn reset_value_reboots_only() {
         let (mut dev, off, reset) = device();
-        dev.pio_write(PioAddress(PORT_BASE), RESET_PORT - PORT_BASE, &[RESET_VALUE]);
+        dev.pio_write(
+            PioAddress(PORT_BASE),
+            RESET_PORT - PORT_BASE,
+            &[RESET_VALUE],
+        );
         assert_eq!(reset.read().unwrap(), 1);
         assert!(off.read().is_err());
     }

@@ -296,11 +296,18 @@ mod tests {
     #[test]
     fn linux_probe_sequence_gets_immediate_answers() {
         let (mut dev, _reset, _irq) = device();
-        assert_eq!(read(&mut dev, COMMAND_PORT) & STATUS_OBF, 0, "nothing to flush");
+        assert_eq!(
+            read(&mut dev, COMMAND_PORT) & STATUS_OBF,
+            0,
+            "nothing to flush"
+        );
         assert_eq!(command(&mut dev, CMD_SELF_TEST, &[], 1)[0].1, SELF_TEST_OK);
         let ctr = command(&mut dev, CMD_READ_CTR, &[], 1)[0].1;
         command(&mut dev, CMD_WRITE_CTR, &[ctr & !CTR_KBD_INT], 0);
-        assert_eq!(command(&mut dev, CMD_READ_CTR, &[], 1)[0].1, ctr & !CTR_KBD_INT);
+        assert_eq!(
+            command(&mut dev, CMD_READ_CTR, &[], 1)[0].1,
+            ctr & !CTR_KBD_INT
+        );
         // AUX loopback does not echo and the AUX test fails: Linux decides there is no mouse.
         let (status, byte) = command(&mut dev, CMD_WRITE_AUX_OUT, &[0x5a], 1)[0];
         assert_ne!(status & STATUS_AUXDATA, 0);
@@ -319,7 +326,10 @@ mod tests {
         assert_eq!(bytes, vec![KBD_ACK, KBD_ID[0], KBD_ID[1]]);
         write(&mut dev, DATA_PORT, 0xed); // set LEDs
         write(&mut dev, DATA_PORT, 0x07);
-        assert_eq!((read(&mut dev, DATA_PORT), read(&mut dev, DATA_PORT)), (KBD_ACK, KBD_ACK));
+        assert_eq!(
+            (read(&mut dev, DATA_PORT), read(&mut dev, DATA_PORT)),
+            (KBD_ACK, KBD_ACK)
+        );
     }
 
     #[test]

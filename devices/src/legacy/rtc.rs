@@ -112,8 +112,11 @@ impl DateTime {
 
     /// Seconds since the Unix epoch.
     pub fn to_unix(self) -> i64 {
-        days_from_civil(i64::from(self.year), u32::from(self.month), u32::from(self.day))
-            * 86_400
+        days_from_civil(
+            i64::from(self.year),
+            u32::from(self.month),
+            u32::from(self.day),
+        ) * 86_400
             + i64::from(self.hour) * 3600
             + i64::from(self.minute) * 60
             + i64::from(self.second)
@@ -121,7 +124,11 @@ impl DateTime {
 
     /// Day of week as the RTC counts it: 1 = Sunday .. 7 = Saturday.
     fn day_of_week(self) -> u8 {
-        let days = days_from_civil(i64::from(self.year), u32::from(self.month), u32::from(self.day));
+        let days = days_from_civil(
+            i64::from(self.year),
+            u32::from(self.month),
+            u32::from(self.day),
+        );
         // 1970-01-01 was a Thursday (5 in 1-based, Sunday-first counting).
         ((days + 4).rem_euclid(7) + 1) as u8
     }
@@ -211,8 +218,9 @@ impl Rtc {
 
     /// The guest's current date and time.
     pub fn now(&self) -> DateTime {
-        self.frozen
-            .unwrap_or_else(|| DateTime::from_unix(host_unix_time().saturating_add(self.offset_secs)))
+        self.frozen.unwrap_or_else(|| {
+            DateTime::from_unix(host_unix_time().saturating_add(self.offset_secs))
+        })
     }
 
     fn bcd(&self) -> bool {
@@ -288,8 +296,14 @@ impl Rtc {
             SECONDS => self.decode(value).filter(|v| *v < 60).map(|v| t.second = v),
             MINUTES => self.decode(value).filter(|v| *v < 60).map(|v| t.minute = v),
             HOURS => self.decode_hour(value).map(|v| t.hour = v),
-            DAY_OF_MONTH => self.decode(value).filter(|v| (1..=31).contains(v)).map(|v| t.day = v),
-            MONTH => self.decode(value).filter(|v| (1..=12).contains(v)).map(|v| t.month = v),
+            DAY_OF_MONTH => self
+                .decode(value)
+                .filter(|v| (1..=31).contains(v))
+                .map(|v| t.day = v),
+            MONTH => self
+                .decode(value)
+                .filter(|v| (1..=12).contains(v))
+                .map(|v| t.month = v),
             YEAR => self
                 .decode(value)
                 .filter(|v| *v < 100)
@@ -390,13 +404,19 @@ mod tests {
         let before = host_unix_time();
         let t = read_clock(rtc, decode).to_unix();
         let after = host_unix_time();
-        assert!(before - 1 <= t && t <= after, "rtc {t}, host {before}..{after}");
+        assert!(
+            before - 1 <= t && t <= after,
+            "rtc {t}, host {before}..{after}"
+        );
     }
 
     #[test]
     fn bcd_time_matches_host_clock() {
         let mut rtc = Rtc::new();
-        assert_eq!(read(&mut rtc, REG_B) & (REG_B_DM_BINARY | REG_B_24H), REG_B_24H);
+        assert_eq!(
+            read(&mut rtc, REG_B) & (REG_B_DM_BINARY | REG_B_24H),
+            REG_B_24H
+        );
         assert_matches_host(&mut rtc, from_bcd);
     }
 
@@ -430,7 +450,14 @@ mod tests {
     #[test]
     fn day_of_week_is_right() {
         // 2000-01-01 was a Saturday (7).
-        let t = DateTime { second: 0, minute: 0, hour: 0, day: 1, month: 1, year: 2000 };
+        let t = DateTime {
+            second: 0,
+            minute: 0,
+            hour: 0,
+            day: 1,
+            month: 1,
+            year: 2000,
+        };
         assert_eq!(t.day_of_week(), 7);
         assert_eq!(t.to_unix(), 946_684_800);
         assert_eq!(DateTime::from_unix(946_684_800), t);
@@ -455,7 +482,14 @@ mod tests {
         }
         write(&mut rtc, REG_B, REG_B_24H);
         let t = read_clock(&mut rtc, from_bcd);
-        let set = DateTime { second: 30, minute: 45, hour: 13, day: 31, month: 12, year: 2035 };
+        let set = DateTime {
+            second: 30,
+            minute: 45,
+            hour: 13,
+            day: 31,
+            month: 12,
+            year: 2035,
+        };
         let drift = t.to_unix() - set.to_unix();
         assert!((0..=1).contains(&drift), "{t:?}");
         // The offset survives a snapshot.
@@ -477,8 +511,12 @@ mod tests {
         write(&mut rtc, 0x40, 0xab);
         write(&mut rtc, 0x7f, 0xcd);
         assert_eq!(read(&mut rtc, 0x40), 0xab);
-        let state: RtcState = serde_json::from_str(&serde_json::to_string(&rtc.state()).unwrap()).unwrap();
+        let state: RtcState =
+            serde_json::from_str(&serde_json::to_string(&rtc.state()).unwrap()).unwrap();
         let mut restored = Rtc::from_state(&state);
-        assert_eq!((read(&mut restored, 0x40), read(&mut restored, 0x7f)), (0xab, 0xcd));
+        assert_eq!(
+            (read(&mut restored, 0x40), read(&mut restored, 0x7f)),
+            (0xab, 0xcd)
+        );
     }
 }

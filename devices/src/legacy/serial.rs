@@ -145,7 +145,11 @@ impl MutDevicePio for SerialDevice {
 
     fn pio_write(&mut self, base: PioAddress, offset: PioAddressOffset, data: &[u8]) {
         let (Some(reg), [value]) = (Self::register(base, offset), data) else {
-            tracing::debug!(port = base.0.wrapping_add(offset), len = data.len(), "ignored serial write");
+            tracing::debug!(
+                port = base.0.wrapping_add(offset),
+                len = data.len(),
+                "ignored serial write"
+            );
             return;
         };
         if let Err(e) = self.serial.write(reg, *value) {

@@ -56,7 +56,13 @@ pub struct MmioDeviceInfo {
 }
 
 fn io_gas(port: u16) -> GAS {
-    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(port))
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
 }
 
 fn fadt(dsdt: u64) -> Vec<u8> {
@@ -79,7 +85,14 @@ fn fadt(dsdt: u64) -> Vec<u8> {
 }
 
 fn madt(num_cpus: u8) -> Vec<u8> {
-    let mut madt = Sdt::new(*b"APIC", 44, MADT_REVISION, OEM_ID, *b"KILNMADT", OEM_REVISION);
+    let mut madt = Sdt::new(
+        *b"APIC",
+        44,
+        MADT_REVISION,
+        OEM_ID,
+        *b"KILNMADT",
+        OEM_REVISION,
+    );
     madt.write_u32(36, APIC_ADDR as u32);
     madt.write_u32(40, 0); // flags: no PCAT_COMPAT, Linux uses no 8259 on this platform
     for cpu in 0..num_cpus {
@@ -215,7 +228,14 @@ fn virtio_device((index, dev): (usize, &MmioDeviceInfo)) -> RawAml {
 }
 
 fn dsdt(virtio: &[MmioDeviceInfo]) -> Vec<u8> {
-    let mut dsdt = Sdt::new(*b"DSDT", 36, DSDT_REVISION, OEM_ID, *b"KILNDSDT", OEM_REVISION);
+    let mut dsdt = Sdt::new(
+        *b"DSDT",
+        36,
+        DSDT_REVISION,
+        OEM_ID,
+        *b"KILNDSDT",
+        OEM_REVISION,
+    );
     dsdt.append_slice(&dsdt_body(virtio));
     dsdt.as_slice().to_vec()
 }
@@ -326,7 +346,12 @@ mod tests {
         let header = read(mem, addr, 36);
         assert_eq!(&header[0..4], signature);
         let t = read(mem, addr, u32_at(&header, 4) as usize);
-        assert_eq!(sum(&t), 0, "{} checksum", String::from_utf8_lossy(signature));
+        assert_eq!(
+            sum(&t),
+            0,
+            "{} checksum",
+            String::from_utf8_lossy(signature)
+        );
         t
     }
 
@@ -356,7 +381,11 @@ mod tests {
         }
         let fadt = fadt.expect("FADT in XSDT");
         let dsdt = table(mem, u64_at(&fadt, 140), b"DSDT");
-        Tables { fadt, madt: madt.expect("MADT in XSDT"), dsdt }
+        Tables {
+            fadt,
+            madt: madt.expect("MADT in XSDT"),
+            dsdt,
+        }
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -446,7 +475,12 @@ mod tests {
             irq.extend_from_slice(&dev.gsi.to_le_bytes());
             let mut crs = mem32.clone();
             crs.extend_from_slice(&irq);
-            assert!(contains(d, &crs), "window {:#x} with GSI {}", dev.base, dev.gsi);
+            assert!(
+                contains(d, &crs),
+                "window {:#x} with GSI {}",
+                dev.base,
+                dev.gsi
+            );
         }
         // EISA ids of COM1 (PNP0501), RTC (PNP0B00), i8042 (PNP0303), as AML DWords.
         for id in [0x0105_d041u32, 0x000b_d041, 0x0303_d041] {
@@ -455,9 +489,18 @@ mod tests {
             assert!(contains(d, &enc), "EISA id {id:#x}");
         }
         // COM1 I/O 0x3f8 len 8; RTC 0x70 len 2; PM block.
-        assert!(contains(d, &[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]));
-        assert!(contains(d, &[0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02]));
-        assert!(contains(d, &[0x47, 0x01, 0x00, 0x06, 0x00, 0x06, 0x01, 0x04]));
+        assert!(contains(
+            d,
+            &[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]
+        ));
+        assert!(contains(
+            d,
+            &[0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02]
+        ));
+        assert!(contains(
+            d,
+            &[0x47, 0x01, 0x00, 0x06, 0x00, 0x06, 0x01, 0x04]
+        ));
         // \_S5_ = Package(4) { 5, 5, 0, 0 }.
         assert!(contains(d, b"_S5_\x12\x08\x04\x0a\x05\x0a\x05\x00\x00"));
     }
@@ -486,5 +529,46 @@ mod tests {
             .collect();
         let t = walk(&mem, create_acpi_tables(&mem, 254, &devs).unwrap());
         assert_eq!(t.dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 19);
+    }
+
+    /// Runs ACPICA's disassembler over every table; needs `iasl` (Debian: acpica-tools).
+    #[test]
+    #[ignore = "needs iasl from acpica-tools"]
+    fn iasl_disassembles_all_tables_cleanly() {
+        let mem = mem();
+        let t = walk(&mem, create_acpi_tables(&mem, 2, &virtio(2)).unwrap());
+        let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/kiln-acpi").unwrap();
+        for (name, bytes) in [("dsdt", &t.dsdt), ("facp", &t.fadt), ("apic", &t.madt)] {
+            let path = dir.as_path().join(format!("{name}.dat"));
+            std::fs::write(&path, bytes).unwrap();
+            let out = std::process::Command::new("iasl")
+                .arg("-d")
+                .arg(&path)
+                .output()
+                .expect("run iasl");
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{name}: {text}");
+            assert!(
+                !text.contains("Error") && !text.contains("Warning"),
+                "{name}: {text}"
+            );
+            let dsl = std::fs::read_to_string(path.with_extension("dsl")).unwrap();
+            if let Ok(copy) = std::env::var("KILN_ACPI_DUMP") {
+                std::fs::write(format!("{copy}/{name}.dsl"), &dsl).unwrap();
+            }
+            if name == "dsdt" {
+                for needle in [
+                    "LNRO0005",
+                    "PNP0501",
+                    "PNP0B00",
+                    "PNP0303",
+                    "_S5_",
+                    "0xD0001000",
+                ] {
+                    assert!(dsl.contains(needle), "{needle} missing from\n{dsl}");
+                }
+            }
+        }
     }
 }

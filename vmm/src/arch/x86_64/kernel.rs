@@ -52,22 +52,23 @@ fn detect_format(kernel: &mut File) -> Result<KernelFormat, ArchError> {
 /// as `init_size` and `kernel_alignment` from it); for an ELF the zero page is cleared.
 pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddress, ArchError> {
     let format = detect_format(kernel)?;
-    kernel.seek(SeekFrom::Start(0)).map_err(|source| ArchError::Io {
-        what: "kernel image",
-        source,
-    })?;
+    kernel
+        .seek(SeekFrom::Start(0))
+        .map_err(|source| ArchError::Io {
+            what: "kernel image",
+            source,
+        })?;
     let himem = Some(GuestAddress(HIMEM_START));
     let zero_page = vec![0u8; 0x1000];
     mem.write_slice(&zero_page, GuestAddress(ZERO_PAGE_START))
         .map_err(ArchError::mem("zero page", ZERO_PAGE_START))?;
     match format {
         KernelFormat::Elf => {
-            let result = Elf::load(mem, None, kernel, himem).map_err(|source| {
-                ArchError::KernelLoad {
+            let result =
+                Elf::load(mem, None, kernel, himem).map_err(|source| ArchError::KernelLoad {
                     format: "ELF",
                     source,
-                }
-            })?;
+                })?;
             Ok(result.kernel_load)
         }
         KernelFormat::BzImage => {
@@ -86,9 +87,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddr
             let addr = ZERO_PAGE_START + SETUP_HEADER_OFFSET;
             mem.write_obj(header, GuestAddress(addr))
                 .map_err(ArchError::mem("bzImage setup header", addr))?;
-            Ok(GuestAddress(
-                result.kernel_load.0 + BZIMAGE_ENTRY64_OFFSET,
-            ))
+            Ok(GuestAddress(result.kernel_load.0 + BZIMAGE_ENTRY64_OFFSET))
         }
     }
 }
@@ -196,7 +195,8 @@ mod tests {
         let entry = load_kernel(&mem, &mut temp_file(&image)).unwrap();
         assert_eq!(entry, GuestAddress(0x100_0001));
         let mut loaded = [0u8; 4];
-        mem.read_slice(&mut loaded, GuestAddress(0x100_0000)).unwrap();
+        mem.read_slice(&mut loaded, GuestAddress(0x100_0000))
+            .unwrap();
         assert_eq!(loaded, code);
     }
 
@@ -205,7 +205,10 @@ mod tests {
         let mem = guest_mem(32 << 20);
         let image = tiny_elf(0x1000, 0x1000, &[0xf4]);
         let err = load_kernel(&mem, &mut temp_file(&image)).unwrap_err();
-        assert!(matches!(err, ArchError::KernelLoad { format: "ELF", .. }), "{err}");
+        assert!(
+            matches!(err, ArchError::KernelLoad { format: "ELF", .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -216,7 +219,8 @@ mod tests {
         let entry = load_kernel(&mem, &mut temp_file(&image)).unwrap();
         assert_eq!(entry, GuestAddress(HIMEM_START + 0x200));
         let mut loaded = vec![0u8; payload.len()];
-        mem.read_slice(&mut loaded, GuestAddress(HIMEM_START)).unwrap();
+        mem.read_slice(&mut loaded, GuestAddress(HIMEM_START))
+            .unwrap();
         assert_eq!(loaded, payload);
         let hdr: setup_header = mem
             .read_obj(GuestAddress(ZERO_PAGE_START + SETUP_HEADER_OFFSET))
