@@ -119,7 +119,7 @@ pub fn load_initrd(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 

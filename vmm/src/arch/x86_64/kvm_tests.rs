@@ -180,3 +180,174 @@ fn cpuid_rejects_vcpu_id_out_of_range() {
     assert!(vcpu_cpuid(&kvm, 2, 2).is_err());
     assert!(vcpu_cpuid(&kvm, 0, 0).is_err());
 }
+
+/// The legacy devices on a vm-device PIO bus, as the VMM wires them.
+struct LegacyBus {
+    io: vm_device::device_manager::IoManager,
+    serial_out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    poweroff: vmm_sys_util::eventfd::EventFd,
+    reset: vmm_sys_util::eventfd::EventFd,
+}
+
+/// Guest output captured for assertions.
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn legacy_bus() -> LegacyBus {
+    use devices::legacy::{acpi_pm, i8042, rtc, serial, AcpiPmDevice, Rtc, SerialDevice, I8042};
+    use std::sync::{Arc, Mutex};
+    use vm_device::bus::{PioAddress, PioRange};
+    use vm_device::device_manager::{IoManager, PioManager};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    let fd = || EventFd::new(EFD_NONBLOCK).unwrap();
+    let (poweroff, reset) = (fd(), fd());
+    let serial_out = Arc::new(Mutex::new(Vec::new()));
+    let mut io = IoManager::new();
+    let range = |base, len| PioRange::new(PioAddress(base), len).unwrap();
+    let serial = SerialDevice::new(fd(), Box::new(Capture(serial_out.clone())));
+    io.register_pio(
+        range(serial::COM1_PORT_BASE, serial::PORT_LEN),
+        Arc::new(Mutex::new(serial)),
+    )
+    .unwrap();
+    io.register_pio(
+        range(rtc::PORT_BASE, rtc::PORT_LEN),
+        Arc::new(Mutex::new(Rtc::new())),
+    )
+    .unwrap();
+    let pm = AcpiPmDevice::new(poweroff.try_clone().unwrap(), reset.try_clone().unwrap());
+    io.register_pio(
+        range(acpi_pm::PORT_BASE, acpi_pm::PORT_LEN),
+        Arc::new(Mutex::new(pm)),
+    )
+    .unwrap();
+    let kbd = Arc::new(Mutex::new(I8042::new(reset.try_clone().unwrap(), fd())));
+    io.register_pio(range(i8042::DATA_PORT, 1), kbd.clone())
+        .unwrap();
+    io.register_pio(range(i8042::COMMAND_PORT, 1), kbd).unwrap();
+    LegacyBus {
+        io,
+        serial_out,
+        poweroff,
+        reset,
+    }
+}
+
+/// Boots `code` as a tiny ELF "kernel" through the whole arch path (load_kernel, ACPI,
+/// zero page, vCPU set-up) and runs it until it powers off or resets the machine.
+fn boot_tiny_kernel(code: &[u8]) -> LegacyBus {
+    use std::io::Write;
+    use vm_device::bus::PioAddress;
+    use vm_device::device_manager::PioManager;
+
+    let t = test_vm(64 << 20);
+    let image = super::kernel::tests::tiny_elf(0x100_0000, 0x100_0000, code);
+    let mut file = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
+    file.write_all(&image).unwrap();
+    let entry = load_kernel(&t.mem, &mut file).unwrap();
+    let rsdp = create_acpi_tables(&t.mem, 1, &[]).unwrap();
+    let mut cmdline = linux_loader::cmdline::Cmdline::new(layout::CMDLINE_MAX_SIZE).unwrap();
+    cmdline.insert_str("console=ttyS0").unwrap();
+    configure_system(&t.mem, &cmdline, None, rsdp).unwrap();
+    let mut vcpu = vcpu(&t, 0);
+    vcpu.set_cpuid2(&vcpu_cpuid(&t.kvm, 0, 1).unwrap()).unwrap();
+    setup_vcpu_common(&vcpu).unwrap();
+    setup_boot_vcpu(&vcpu, &t.mem, entry).unwrap();
+
+    let bus = legacy_bus();
+    for _ in 0..10_000 {
+        match vcpu.run().expect("KVM_RUN") {
+            VcpuExit::IoOut(port, data) => bus.io.pio_write(PioAddress(port), data).unwrap(),
+            VcpuExit::IoIn(port, data) => bus.io.pio_read(PioAddress(port), data).unwrap(),
+            other => panic!("unexpected exit {other:?}"),
+        }
+        if bus.poweroff.read().is_ok() {
+            bus.poweroff.write(1).unwrap();
+            return bus;
+        }
+        if bus.reset.read().is_ok() {
+            bus.reset.write(1).unwrap();
+            return bus;
+        }
+    }
+    panic!("guest neither powered off nor reset");
+}
+
+/// Guest prologue: print 'K', RTC register B and the RTC century byte on COM1.
+#[rustfmt::skip]
+const PRINT_RTC: [u8; 21] = [
+    0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0xb0, b'K',             // mov al, 'K'
+    0xee,                   // out dx, al
+    0xb0, 0x8b,             // mov al, 0x80 | 0x0b   (NMI bit + register B)
+    0xe6, 0x70,             // out 0x70, al
+    0xe4, 0x71,             // in al, 0x71
+    0xee,                   // out dx, al
+    0xb0, 0x32,             // mov al, 0x32          (century)
+    0xe6, 0x70,             // out 0x70, al
+    0xe4, 0x71,             // in al, 0x71
+    0xee,                   // out dx, al
+];
+
+fn expected_serial() -> Vec<u8> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let century = devices::legacy::rtc::DateTime::from_unix(secs).year / 100;
+    let bcd = ((century / 10) << 4 | century % 10) as u8;
+    vec![b'K', devices::legacy::rtc::REG_B_24H, bcd]
+}
+
+#[test]
+fn tiny_kernel_reads_rtc_and_powers_off_through_acpi_sleep_control() {
+    let mut code = PRINT_RTC.to_vec();
+    #[rustfmt::skip]
+    code.extend_from_slice(&[
+        0x66, 0xba, 0x00, 0x06, // mov dx, 0x600 (sleep control)
+        0xb0, 0x34,             // mov al, (5 << 2) | SLP_EN
+        0xee,                   // out dx, al
+        0xeb, 0xfe,             // jmp $
+    ]);
+    let bus = boot_tiny_kernel(&code);
+    assert_eq!(*bus.serial_out.lock().unwrap(), expected_serial());
+    assert!(bus.poweroff.read().is_ok(), "powered off");
+    assert!(bus.reset.read().is_err(), "not reset");
+}
+
+#[test]
+fn tiny_kernel_resets_through_acpi_reset_register() {
+    #[rustfmt::skip]
+    let code = [
+        0x66, 0xba, 0x02, 0x06, // mov dx, 0x602 (reset register)
+        0xb0, 0x0f,             // mov al, RESET_VALUE
+        0xee,                   // out dx, al
+        0xeb, 0xfe,             // jmp $
+    ];
+    let bus = boot_tiny_kernel(&code);
+    assert!(bus.reset.read().is_ok(), "reset");
+    assert!(bus.poweroff.read().is_err(), "not powered off");
+}
+
+#[test]
+fn tiny_kernel_resets_through_i8042() {
+    #[rustfmt::skip]
+    let code = [
+        0xe4, 0x64,             // in al, 0x64 (status)
+        0xb0, 0xfe,             // mov al, 0xfe (pulse reset line)
+        0xe6, 0x64,             // out 0x64, al
+        0xeb, 0xfe,             // jmp $
+    ];
+    let bus = boot_tiny_kernel(&code);
+    assert!(bus.reset.read().is_ok(), "reset");
+}
