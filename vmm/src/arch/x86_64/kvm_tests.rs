@@ -305,7 +305,7 @@ fn expected_serial() -> Vec<u8> {
         .unwrap()
         .as_secs() as i64;
     let century = devices::legacy::rtc::DateTime::from_unix(secs).year / 100;
-    let bcd = ((century / 10) << 4 | century % 10) as u8;
+    let bcd = (((century / 10) << 4) | (century % 10)) as u8;
     vec![b'K', devices::legacy::rtc::REG_B_24H, bcd]
 }
 
