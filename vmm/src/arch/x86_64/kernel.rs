@@ -92,8 +92,18 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddr
     }
 }
 
-/// Loads the initrd page-aligned at the top of RAM below the MMIO gap; returns its address
-/// and size.
+/// The highest initrd end address a bzImage accepts (`initrd_addr_max` + 1), if
+/// [`load_kernel`] left its setup header in the zero page.
+fn initrd_limit_from_header(mem: &GuestMemoryMmap) -> Option<u64> {
+    let header: setup_header = mem
+        .read_obj(GuestAddress(ZERO_PAGE_START + SETUP_HEADER_OFFSET))
+        .ok()?;
+    (header.header == HDRS_MAGIC && header.initrd_addr_max != 0)
+        .then(|| u64::from(header.initrd_addr_max) + 1)
+}
+
+/// Loads the initrd page-aligned at the top of RAM below the MMIO gap (and below the
+/// kernel's `initrd_addr_max` when a bzImage was loaded first); returns its address and size.
 pub fn load_initrd(
     mem: &GuestMemoryMmap,
     file: &mut File,
@@ -103,7 +113,10 @@ pub fn load_initrd(
         source,
     };
     let size = file.metadata().map_err(io)?.len();
-    let low_ram_end = (mem.last_addr().0 + 1).min(MMIO_GAP_START);
+    let mut low_ram_end = (mem.last_addr().0 + 1).min(MMIO_GAP_START);
+    if let Some(limit) = initrd_limit_from_header(mem) {
+        low_ram_end = low_ram_end.min(limit);
+    }
     let addr = low_ram_end
         .checked_sub(size)
         .map(|a| a & !(PAGE_SIZE - 1))
@@ -257,6 +270,17 @@ pub(crate) mod tests {
         let mut back = vec![0u8; size];
         mem.read_slice(&mut back, addr).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn initrd_respects_bzimage_initrd_addr_max() {
+        let mem = guest_mem(64 << 20);
+        let mut image = tiny_bzimage(0x020f, XLF_KERNEL_64, &[0u8; 512]);
+        image[0x22c..0x230].copy_from_slice(&0x01ff_ffffu32.to_le_bytes()); // initrd_addr_max
+        load_kernel(&mem, &mut temp_file(&image)).unwrap();
+        let (addr, size) = load_initrd(&mem, &mut temp_file(&[7u8; 5000])).unwrap();
+        assert!(addr.0 + size as u64 <= 0x0200_0000);
+        assert!(addr.0 + size as u64 > 0x0200_0000 - PAGE_SIZE);
     }
 
     #[test]

@@ -15,6 +15,11 @@ struct TestVm {
 }
 
 fn test_vm(mem_size: u64) -> TestVm {
+    test_vm_with(mem_size, true)
+}
+
+/// Without the in-kernel irqchip, `hlt` exits to userspace (with it, KVM waits in the kernel).
+fn test_vm_with(mem_size: u64, irqchip: bool) -> TestVm {
     let kvm = Kvm::new().expect("open /dev/kvm");
     let vm = kvm.create_vm().unwrap();
     let mem = GuestMemoryMmap::from_ranges(&ram_regions(mem_size)).unwrap();
@@ -29,7 +34,9 @@ fn test_vm(mem_size: u64) -> TestVm {
         // SAFETY: the region stays mapped for as long as `mem` (and so the VM) lives.
         unsafe { vm.set_user_memory_region(region_desc).unwrap() };
     }
-    vm.create_irq_chip().unwrap();
+    if irqchip {
+        vm.create_irq_chip().unwrap();
+    }
     TestVm { kvm, vm, mem }
 }
 
@@ -350,4 +357,82 @@ fn tiny_kernel_resets_through_i8042() {
     ];
     let bus = boot_tiny_kernel(&code);
     assert!(bus.reset.read().is_ok(), "reset");
+}
+
+/// Boots a real bzImage (path in `KILN_TEST_BZIMAGE`, e.g. Debian's vmlinuz) until the
+/// kernel has parsed the e820 map and the ACPI tables (it prints them on the early serial
+/// console): proves the header copy, zero page, command line, page tables, 64-bit entry and
+/// the RSDP -> XSDT -> FADT/DSDT/MADT chain are what a real kernel accepts. There is no
+/// irqchip here, so the kernel is stopped at its first LAPIC access. Under PVM the kernel
+/// runs emulated: this takes minutes; run with `--ignored` and an outer timeout.
+#[test]
+#[ignore = "needs KILN_TEST_BZIMAGE=<bzImage>; slow under PVM"]
+fn real_bzimage_parses_e820_and_acpi_tables() {
+    use std::io::Write;
+    let path = std::env::var("KILN_TEST_BZIMAGE").expect("set KILN_TEST_BZIMAGE to a bzImage");
+    let t = test_vm_with(256 << 20, false);
+    let mut file = std::fs::File::open(path).unwrap();
+    let entry = load_kernel(&t.mem, &mut file).unwrap();
+    assert_eq!(entry, GuestAddress(layout::HIMEM_START + 0x200));
+    let rsdp = create_acpi_tables(&t.mem, 1, &[]).unwrap();
+    let mut cmdline = linux_loader::cmdline::Cmdline::new(layout::CMDLINE_MAX_SIZE).unwrap();
+    cmdline
+        .insert_str("console=ttyS0 earlyprintk=serial,ttyS0,115200")
+        .unwrap();
+    configure_system(&t.mem, &cmdline, None, rsdp).unwrap();
+    let mut vcpu = vcpu(&t, 0);
+    vcpu.set_cpuid2(&vcpu_cpuid(&t.kvm, 0, 1).unwrap()).unwrap();
+    setup_boot_vcpu(&vcpu, &t.mem, entry).unwrap();
+
+    let mut serial = devices::legacy::SerialDevice::new(
+        vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
+        Box::new(std::io::sink()),
+    );
+    let mut out = Vec::new();
+    use vm_device::bus::PioAddress;
+    use vm_device::MutDevicePio;
+    loop {
+        match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) if (0x3f8..0x400).contains(&port) => {
+                if port == 0x3f8 {
+                    out.extend_from_slice(data);
+                    std::io::stderr().write_all(data).unwrap();
+                }
+                serial.pio_write(PioAddress(0x3f8), port - 0x3f8, data);
+            }
+            Ok(VcpuExit::IoIn(port, data)) if (0x3f8..0x400).contains(&port) => {
+                serial.pio_read(PioAddress(0x3f8), port - 0x3f8, data)
+            }
+            Ok(VcpuExit::IoIn(_, data)) => data.fill(0xff),
+            Ok(VcpuExit::IoOut(..)) => {}
+            Ok(other) => panic!(
+                "unexpected exit {other:?}; serial so far: {}",
+                String::from_utf8_lossy(&out)
+            ),
+            Err(e) => panic!(
+                "KVM_RUN: {e}; serial so far: {}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+        if String::from_utf8_lossy(&out).contains("Reserving APIC table memory") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    for line in [
+        "Command line: console=ttyS0 earlyprintk=serial,ttyS0,115200",
+        "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable",
+        "BIOS-e820: [mem 0x000000000009fc00-0x00000000000fffff] reserved",
+        "BIOS-e820: [mem 0x0000000000100000-0x000000000fffffff] usable",
+        "ACPI: RSDP 0x00000000000E0000",
+        "ACPI: FACP",
+        "ACPI: DSDT",
+        "ACPI: APIC",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("ACPI BIOS Error") && !text.contains("Incorrect checksum"),
+        "{text}"
+    );
 }

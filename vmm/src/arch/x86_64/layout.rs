@@ -67,6 +67,9 @@ pub const MMIO_DEVICE_SIZE: u64 = 0x1000;
 /// End (exclusive) of the range reserved for virtio-mmio windows.
 pub const MMIO_DEVICES_END: u64 = 0xfec0_0000;
 
+/// Where the VMM puts KVM's three-page TSS (`VmFd::set_tss_address`), inside the MMIO gap.
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+
 /// IOAPIC registers (MADT).
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Local APIC registers (MADT).
