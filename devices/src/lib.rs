@@ -11,6 +11,7 @@
 pub mod fault;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod legacy;
 pub mod virtio;
 
 /// Guest memory as every device sees it.

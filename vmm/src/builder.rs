@@ -93,9 +93,9 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
                 cid: vsock.cid,
                 uds_path: vsock.uds.clone(),
             },
-            Some(endpoint.clone()),
+            endpoint.clone(),
         )
-        .map_err(|e| Error::Config(format!("vsock {}: {e}", vsock.uds.display())))?;
+        .map_err(|e| Error::Config(format!("--vsock {vsock}: {e}")))?;
         mmio.push(dm.add_virtio(vm.fd(), &mem, "vsock", Box::new(dev))?);
     }
     let rng = devices::virtio::rng::Rng::new(Some(endpoint.clone()));
@@ -222,14 +222,21 @@ fn build_net(
     endpoint: &devices::virtio::EventLoopEndpoint,
     fault: &Arc<dyn FaultHook>,
 ) -> Result<Box<dyn VirtioDevice>, Error> {
-    use devices::virtio::net::{Net, NetBackendConfig, NetConfig};
+    use devices::virtio::net::{MacAddr, Net, NetBackendConfig, NetConfig};
     let backend = match &net.backend {
-        NetBackend::Switch(p) => NetBackendConfig::Switch(p.clone()),
-        NetBackend::Tap(n) => NetBackendConfig::Tap(n.clone()),
+        NetBackend::Switch(p) => NetBackendConfig::Switch {
+            path: p.clone(),
+            local: None,
+        },
+        NetBackend::Tap(n) => NetBackendConfig::Tap { name: n.clone() },
     };
     // A locally administered MAC derived from the index keeps guests reproducible.
-    let mac = net.mac.unwrap_or([0x52, 0x54, 0x00, 0x4b, 0x4c, index as u8]);
-    let dev = Net::new(NetConfig { backend, mac }, Some(endpoint.clone()), fault.clone())
+    let mac = MacAddr(net.mac.unwrap_or([0x52, 0x54, 0x00, 0x4b, 0x4c, index as u8]));
+    let config = NetConfig {
+        backend,
+        mac: Some(mac),
+    };
+    let dev = Net::new(config, endpoint.clone(), fault.clone())
         .map_err(|e| Error::Config(format!("--net {net}: {e}")))?;
     Ok(Box::new(dev))
 }

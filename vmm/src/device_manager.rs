@@ -19,8 +19,6 @@ use crate::vstate::memory::GuestMemory;
 
 /// Offset of the QueueNotify register in a virtio-mmio window.
 const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
-/// COM1's interrupt line.
-const SERIAL_GSI: u32 = 4;
 
 /// Why a device could not be placed.
 #[derive(Debug, thiserror::Error)]
@@ -87,22 +85,32 @@ impl DeviceManager {
         acpi_poweroff: EventFd,
         acpi_reset: EventFd,
     ) -> Result<(), DeviceError> {
-        use devices::legacy::{AcpiPm, CmosRtc, I8042, Serial};
+        use devices::legacy::{acpi_pm, AcpiPmDevice, I8042, Rtc, SerialDevice};
         let serial_irq = eventfd()?;
-        vm.register_irqfd(&serial_irq, SERIAL_GSI)
+        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .map_err(|err| DeviceError::Kvm {
                 what: "the serial interrupt",
                 err,
             })?;
-        self.add_pio(0x3f8, 8, Arc::new(Mutex::new(Serial::new(serial_irq, serial_out))))?;
-        let i8042 = Arc::new(Mutex::new(I8042::new(i8042_reset)));
+        self.add_pio(
+            0x3f8,
+            8,
+            Arc::new(Mutex::new(SerialDevice::new(serial_irq, serial_out))),
+        )?;
+        let kbd_irq = eventfd()?;
+        vm.register_irqfd(&kbd_irq, layout::I8042_IRQ)
+            .map_err(|err| DeviceError::Kvm {
+                what: "the i8042 interrupt",
+                err,
+            })?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(i8042_reset, kbd_irq)));
         self.add_pio(0x60, 1, i8042.clone())?;
         self.add_pio(0x64, 1, i8042)?;
-        self.add_pio(0x70, 2, Arc::new(Mutex::new(CmosRtc::new())))?;
+        self.add_pio(0x70, 2, Arc::new(Mutex::new(Rtc::new())))?;
         self.add_pio(
-            layout::ACPI_PM_PORT,
-            layout::ACPI_PM_LEN,
-            Arc::new(Mutex::new(AcpiPm::new(acpi_poweroff, acpi_reset))),
+            acpi_pm::PORT_BASE,
+            acpi_pm::PORT_LEN,
+            Arc::new(Mutex::new(AcpiPmDevice::new(acpi_poweroff, acpi_reset))),
         )?;
         Ok(())
     }

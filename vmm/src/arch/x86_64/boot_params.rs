@@ -4,12 +4,12 @@
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::load_cmdline;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 use super::kernel::HDRS_MAGIC;
-use super::layout::{
-    CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, ZERO_PAGE_START,
-};
+use super::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, ZERO_PAGE_START};
 use super::ArchError;
 
 /// e820 type: usable RAM.
@@ -158,7 +158,10 @@ mod tests {
     }
 
     fn ram_total(map: &[E820Entry]) -> u64 {
-        map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum()
+        map.iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum()
     }
 
     fn assert_no_ram_in_gap(map: &[E820Entry]) {
@@ -174,9 +177,21 @@ mod tests {
         assert_eq!(
             map,
             vec![
-                E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
-                E820Entry { addr: EBDA_START, size: HIMEM_START - EBDA_START, kind: E820_RESERVED },
-                E820Entry { addr: HIMEM_START, size: 256 * MIB - HIMEM_START, kind: E820_RAM },
+                E820Entry {
+                    addr: 0,
+                    size: EBDA_START,
+                    kind: E820_RAM
+                },
+                E820Entry {
+                    addr: EBDA_START,
+                    size: HIMEM_START - EBDA_START,
+                    kind: E820_RESERVED
+                },
+                E820Entry {
+                    addr: HIMEM_START,
+                    size: 256 * MIB - HIMEM_START,
+                    kind: E820_RAM
+                },
             ]
         );
     }
@@ -195,7 +210,14 @@ mod tests {
         let map = e820_map(&mem_of(6 * GIB)).unwrap();
         assert_eq!(map.len(), 4);
         assert_eq!(map[2].addr + map[2].size, MMIO_GAP_START);
-        assert_eq!(map[3], E820Entry { addr: 4 * GIB, size: 3 * GIB, kind: E820_RAM });
+        assert_eq!(
+            map[3],
+            E820Entry {
+                addr: 4 * GIB,
+                size: 3 * GIB,
+                kind: E820_RAM
+            }
+        );
         assert_no_ram_in_gap(&map);
         assert_eq!(ram_total(&map), 6 * GIB - (HIMEM_START - EBDA_START));
     }
@@ -219,10 +241,14 @@ mod tests {
         assert_eq!({ p.acpi_rsdp_addr }, 0xe_0000);
         assert_eq!(p.e820_entries, 3);
         let last = p.e820_table[2];
-        assert_eq!(({ last.addr }, { last.size }, { last.r#type }), (HIMEM_START, 255 * MIB, E820_RAM));
+        assert_eq!(
+            ({ last.addr }, { last.size }, { last.r#type }),
+            (HIMEM_START, 255 * MIB, E820_RAM)
+        );
 
         let mut text = [0u8; 22];
-        mem.read_slice(&mut text, GuestAddress(CMDLINE_START)).unwrap();
+        mem.read_slice(&mut text, GuestAddress(CMDLINE_START))
+            .unwrap();
         assert_eq!(&text, b"console=ttyS0 panic=1\0");
     }
 
@@ -236,7 +262,8 @@ mod tests {
             ..Default::default()
         };
         hdr.version = 0x020f;
-        mem.write_obj(hdr, GuestAddress(ZERO_PAGE_START + 0x1f1)).unwrap();
+        mem.write_obj(hdr, GuestAddress(ZERO_PAGE_START + 0x1f1))
+            .unwrap();
         let cmdline = Cmdline::new(64).unwrap();
         configure_system(&mem, &cmdline, None, GuestAddress(0xe_0000)).unwrap();
         let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();

@@ -1,7 +1,9 @@
 //! The CPUID each vCPU sees: KVM's supported set with this vCPU's topology (APIC id, logical
 //! processor count) and the hypervisor bit. KVM's paravirt leaves (0x4000_0000+) are kept.
 
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::Kvm;
 
 use super::ArchError;
@@ -15,6 +17,12 @@ const LEVEL_TYPE_SMT: u32 = 1;
 /// Leaf 0xB / 0x1F ECX level type: core.
 const LEVEL_TYPE_CORE: u32 = 2;
 
+/// Leaf 1 EBX[15:8]: CLFLUSH line size in 8-byte units (64 bytes) when KVM leaves it 0.
+const CLFLUSH_LINE_8B: u32 = 8;
+/// Leaf 0x8000_0008 ECX: NC (cores - 1) in [7:0], ApicIdCoreIdSize in [15:12].
+const AMD_NC_MASK: u32 = 0xff;
+const AMD_CORE_ID_SIZE_SHIFT: u32 = 12;
+
 /// Bits needed to number `n` things (ceil(log2(n))).
 fn bits_for(n: u32) -> u32 {
     if n <= 1 {
@@ -24,15 +32,46 @@ fn bits_for(n: u32) -> u32 {
     }
 }
 
+/// Makes sure leaf 0xB has its SMT (0) and core (1) subleaves when KVM offers the leaf at all;
+/// some hosts (AMD) report only an empty subleaf 0.
+fn add_missing_extended_topology(cpuid: &mut CpuId) {
+    let has_leaf_b = cpuid.as_slice().iter().any(|e| e.function == 0xb);
+    if !has_leaf_b {
+        return;
+    }
+    for index in 0..2 {
+        let present = cpuid
+            .as_slice()
+            .iter()
+            .any(|e| e.function == 0xb && e.index == index);
+        if !present {
+            let entry = kvm_cpuid_entry2 {
+                function: 0xb,
+                index,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            };
+            // The list has room: KVM returns far fewer than KVM_MAX_CPUID_ENTRIES.
+            if cpuid.push(entry).is_err() {
+                tracing::warn!("CPUID list full; leaf 0xb subleaf {index} not added");
+            }
+        }
+    }
+}
+
 /// Rewrites the topology leaves of `cpuid` for vCPU `vcpu_id` of `num_cpus` single-thread
 /// cores in one package; the APIC id equals the vCPU id.
 pub fn apply_topology(cpuid: &mut CpuId, vcpu_id: u8, num_cpus: u8) {
     let apic_id = u32::from(vcpu_id);
     let count = u32::from(num_cpus.max(1));
+    add_missing_extended_topology(cpuid);
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             0x1 => {
                 entry.ebx = (entry.ebx & 0x0000_ffff) | (apic_id << 24) | ((count & 0xff) << 16);
+                if entry.ebx & 0xff00 == 0 {
+                    entry.ebx |= CLFLUSH_LINE_8B << 8;
+                }
                 entry.ecx |= ECX_HYPERVISOR;
                 if count > 1 {
                     entry.edx |= EDX_HTT;
@@ -66,6 +105,11 @@ pub fn apply_topology(cpuid: &mut CpuId, vcpu_id: u8, num_cpus: u8) {
                         entry.ecx = entry.index;
                     }
                 }
+            }
+            0x8000_0008 => {
+                entry.ecx = (entry.ecx & !(AMD_NC_MASK | (0xf << AMD_CORE_ID_SIZE_SHIFT)))
+                    | ((count - 1) & AMD_NC_MASK)
+                    | (bits_for(count) << AMD_CORE_ID_SIZE_SHIFT);
             }
             _ => {}
         }

@@ -52,22 +52,23 @@ fn detect_format(kernel: &mut File) -> Result<KernelFormat, ArchError> {
 /// as `init_size` and `kernel_alignment` from it); for an ELF the zero page is cleared.
 pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddress, ArchError> {
     let format = detect_format(kernel)?;
-    kernel.seek(SeekFrom::Start(0)).map_err(|source| ArchError::Io {
-        what: "kernel image",
-        source,
-    })?;
+    kernel
+        .seek(SeekFrom::Start(0))
+        .map_err(|source| ArchError::Io {
+            what: "kernel image",
+            source,
+        })?;
     let himem = Some(GuestAddress(HIMEM_START));
     let zero_page = vec![0u8; 0x1000];
     mem.write_slice(&zero_page, GuestAddress(ZERO_PAGE_START))
         .map_err(ArchError::mem("zero page", ZERO_PAGE_START))?;
     match format {
         KernelFormat::Elf => {
-            let result = Elf::load(mem, None, kernel, himem).map_err(|source| {
-                ArchError::KernelLoad {
+            let result =
+                Elf::load(mem, None, kernel, himem).map_err(|source| ArchError::KernelLoad {
                     format: "ELF",
                     source,
-                }
-            })?;
+                })?;
             Ok(result.kernel_load)
         }
         KernelFormat::BzImage => {
@@ -86,15 +87,23 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddr
             let addr = ZERO_PAGE_START + SETUP_HEADER_OFFSET;
             mem.write_obj(header, GuestAddress(addr))
                 .map_err(ArchError::mem("bzImage setup header", addr))?;
-            Ok(GuestAddress(
-                result.kernel_load.0 + BZIMAGE_ENTRY64_OFFSET,
-            ))
+            Ok(GuestAddress(result.kernel_load.0 + BZIMAGE_ENTRY64_OFFSET))
         }
     }
 }
 
-/// Loads the initrd page-aligned at the top of RAM below the MMIO gap; returns its address
-/// and size.
+/// The highest initrd end address a bzImage accepts (`initrd_addr_max` + 1), if
+/// [`load_kernel`] left its setup header in the zero page.
+fn initrd_limit_from_header(mem: &GuestMemoryMmap) -> Option<u64> {
+    let header: setup_header = mem
+        .read_obj(GuestAddress(ZERO_PAGE_START + SETUP_HEADER_OFFSET))
+        .ok()?;
+    (header.header == HDRS_MAGIC && header.initrd_addr_max != 0)
+        .then(|| u64::from(header.initrd_addr_max) + 1)
+}
+
+/// Loads the initrd page-aligned at the top of RAM below the MMIO gap (and below the
+/// kernel's `initrd_addr_max` when a bzImage was loaded first); returns its address and size.
 pub fn load_initrd(
     mem: &GuestMemoryMmap,
     file: &mut File,
@@ -104,7 +113,10 @@ pub fn load_initrd(
         source,
     };
     let size = file.metadata().map_err(io)?.len();
-    let low_ram_end = (mem.last_addr().0 + 1).min(MMIO_GAP_START);
+    let mut low_ram_end = (mem.last_addr().0 + 1).min(MMIO_GAP_START);
+    if let Some(limit) = initrd_limit_from_header(mem) {
+        low_ram_end = low_ram_end.min(limit);
+    }
     let addr = low_ram_end
         .checked_sub(size)
         .map(|a| a & !(PAGE_SIZE - 1))
@@ -120,7 +132,7 @@ pub fn load_initrd(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -196,7 +208,8 @@ mod tests {
         let entry = load_kernel(&mem, &mut temp_file(&image)).unwrap();
         assert_eq!(entry, GuestAddress(0x100_0001));
         let mut loaded = [0u8; 4];
-        mem.read_slice(&mut loaded, GuestAddress(0x100_0000)).unwrap();
+        mem.read_slice(&mut loaded, GuestAddress(0x100_0000))
+            .unwrap();
         assert_eq!(loaded, code);
     }
 
@@ -205,7 +218,10 @@ mod tests {
         let mem = guest_mem(32 << 20);
         let image = tiny_elf(0x1000, 0x1000, &[0xf4]);
         let err = load_kernel(&mem, &mut temp_file(&image)).unwrap_err();
-        assert!(matches!(err, ArchError::KernelLoad { format: "ELF", .. }), "{err}");
+        assert!(
+            matches!(err, ArchError::KernelLoad { format: "ELF", .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -216,7 +232,8 @@ mod tests {
         let entry = load_kernel(&mem, &mut temp_file(&image)).unwrap();
         assert_eq!(entry, GuestAddress(HIMEM_START + 0x200));
         let mut loaded = vec![0u8; payload.len()];
-        mem.read_slice(&mut loaded, GuestAddress(HIMEM_START)).unwrap();
+        mem.read_slice(&mut loaded, GuestAddress(HIMEM_START))
+            .unwrap();
         assert_eq!(loaded, payload);
         let hdr: setup_header = mem
             .read_obj(GuestAddress(ZERO_PAGE_START + SETUP_HEADER_OFFSET))
@@ -253,6 +270,17 @@ mod tests {
         let mut back = vec![0u8; size];
         mem.read_slice(&mut back, addr).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn initrd_respects_bzimage_initrd_addr_max() {
+        let mem = guest_mem(64 << 20);
+        let mut image = tiny_bzimage(0x020f, XLF_KERNEL_64, &[0u8; 512]);
+        image[0x22c..0x230].copy_from_slice(&0x01ff_ffffu32.to_le_bytes()); // initrd_addr_max
+        load_kernel(&mem, &mut temp_file(&image)).unwrap();
+        let (addr, size) = load_initrd(&mem, &mut temp_file(&[7u8; 5000])).unwrap();
+        assert!(addr.0 + size as u64 <= 0x0200_0000);
+        assert!(addr.0 + size as u64 > 0x0200_0000 - PAGE_SIZE);
     }
 
     #[test]

@@ -39,8 +39,17 @@ pub fn lint_registers(state: &kvm_lapic_state) -> (u32, u32) {
 pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), ArchError> {
     let mut state = vcpu.get_lapic().map_err(ArchError::kvm("KVM_GET_LAPIC"))?;
     let lvt0 = get_reg(&state, APIC_LVT0);
-    set_reg(&mut state, APIC_LVT0, with_delivery_mode(lvt0, APIC_MODE_EXTINT));
+    set_reg(
+        &mut state,
+        APIC_LVT0,
+        with_delivery_mode(lvt0, APIC_MODE_EXTINT),
+    );
     let lvt1 = get_reg(&state, APIC_LVT1);
-    set_reg(&mut state, APIC_LVT1, with_delivery_mode(lvt1, APIC_MODE_NMI));
-    vcpu.set_lapic(&state).map_err(ArchError::kvm("KVM_SET_LAPIC"))
+    set_reg(
+        &mut state,
+        APIC_LVT1,
+        with_delivery_mode(lvt1, APIC_MODE_NMI),
+    );
+    vcpu.set_lapic(&state)
+        .map_err(ArchError::kvm("KVM_SET_LAPIC"))
 }

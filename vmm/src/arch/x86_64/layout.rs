@@ -67,6 +67,9 @@ pub const MMIO_DEVICE_SIZE: u64 = 0x1000;
 /// End (exclusive) of the range reserved for virtio-mmio windows.
 pub const MMIO_DEVICES_END: u64 = 0xfec0_0000;
 
+/// Where the VMM puts KVM's three-page TSS (`VmFd::set_tss_address`), inside the MMIO gap.
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+
 /// IOAPIC registers (MADT).
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Local APIC registers (MADT).
@@ -82,6 +85,18 @@ pub const I8042_IRQ: u32 = 1;
 pub const SERIAL_IRQ: u32 = 4;
 /// CMOS RTC GSI.
 pub const RTC_IRQ: u32 = 8;
+
+// The fixed areas must not overlap; checked at compile time.
+const _: () = {
+    assert!(GDT_START + 0x20 <= IDT_START);
+    assert!(IDT_START + 8 <= ZERO_PAGE_START);
+    assert!(ZERO_PAGE_START + 0x1000 <= BOOT_STACK_POINTER);
+    assert!(BOOT_STACK_POINTER < PML4_START);
+    assert!(PDE_START + 4 * 0x1000 <= CMDLINE_START);
+    assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(EBDA_START <= ACPI_TABLES_START && ACPI_TABLES_END <= HIMEM_START);
+    assert!(MMIO_GAP_START <= MMIO_DEVICES_START && MMIO_DEVICES_END <= IOAPIC_ADDR);
+};
 
 /// The RAM regions for `mem_size` bytes of guest RAM: from 0 up to the MMIO gap, and the
 /// rest from 4 GiB on. Pass the result to `GuestMemoryMmap::from_ranges`.
@@ -129,18 +144,6 @@ mod tests {
         assert_eq!(regions[1].0, GuestAddress(4 * GIB));
         let total: u64 = regions.iter().map(|r| r.1 as u64).sum();
         assert_eq!(total, 6 * GIB);
-        assert!(regions[1].0.0 >= MMIO_GAP_END);
-    }
-
-    #[test]
-    fn fixed_areas_do_not_overlap() {
-        assert!(GDT_START + 0x20 <= IDT_START);
-        assert!(IDT_START + 8 <= ZERO_PAGE_START);
-        assert!(ZERO_PAGE_START + 0x1000 <= BOOT_STACK_POINTER);
-        assert!(BOOT_STACK_POINTER < PML4_START);
-        assert!(PDE_START + 4 * 0x1000 <= CMDLINE_START);
-        assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-        assert!(EBDA_START <= ACPI_TABLES_START && ACPI_TABLES_END <= HIMEM_START);
-        assert!(MMIO_GAP_START <= MMIO_DEVICES_START && MMIO_DEVICES_END <= IOAPIC_ADDR);
+        assert!(regions[1].0 .0 >= MMIO_GAP_END);
     }
 }

@@ -123,3 +123,6 @@ impl ArchError {
         move |source| ArchError::GuestMemory { what, addr, source }
     }
 }
+
+#[cfg(test)]
+mod kvm_tests;

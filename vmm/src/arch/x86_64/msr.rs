@@ -54,10 +54,11 @@ pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
 /// Writes [`boot_msr_entries`] to the vCPU; fails if KVM accepts fewer than all of them.
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), ArchError> {
     let entries = boot_msr_entries();
-    let msrs = Msrs::from_entries(&entries).map_err(|e| {
-        ArchError::InvalidConfig(format!("cannot build the boot MSR list: {e:?}"))
-    })?;
-    let written = vcpu.set_msrs(&msrs).map_err(ArchError::kvm("KVM_SET_MSRS"))?;
+    let msrs = Msrs::from_entries(&entries)
+        .map_err(|e| ArchError::InvalidConfig(format!("cannot build the boot MSR list: {e:?}")))?;
+    let written = vcpu
+        .set_msrs(&msrs)
+        .map_err(ArchError::kvm("KVM_SET_MSRS"))?;
     if written != entries.len() {
         let index = entries.get(written).map_or(0, |e| e.index);
         return Err(ArchError::InvalidConfig(format!(

@@ -6,8 +6,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{
-    BOOT_STACK_POINTER, GDT_START, IDT_START, PDE_START, PDPTE_START, PML4_START,
-    ZERO_PAGE_START,
+    BOOT_STACK_POINTER, GDT_START, IDT_START, PDE_START, PDPTE_START, PML4_START, ZERO_PAGE_START,
 };
 use super::{lapic, msr, ArchError};
 
@@ -47,7 +46,7 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 /// The KVM view of GDT descriptor `index`.
 pub fn segment_from_gdt(entry: u64, index: u16) -> kvm_segment {
     let flags = |shift: u32, mask: u64| ((entry >> shift) & mask) as u8;
-    let base = (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let g = flags(55, 1);
     let limit = if g == 1 {
@@ -158,7 +157,8 @@ pub fn setup_boot_vcpu(
         .map_err(ArchError::kvm("KVM_SET_SREGS"))?;
     vcpu.set_regs(&boot_regs(entry))
         .map_err(ArchError::kvm("KVM_SET_REGS"))?;
-    vcpu.set_fpu(&boot_fpu()).map_err(ArchError::kvm("KVM_SET_FPU"))?;
+    vcpu.set_fpu(&boot_fpu())
+        .map_err(ArchError::kvm("KVM_SET_FPU"))?;
     msr::setup_msrs(vcpu)
 }
 
