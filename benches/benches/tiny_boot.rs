@@ -33,7 +33,14 @@ fn main() {
         let name = format!("kiln vmm --mem {mem}");
         let r = sample(runs, || {
             let mut c = Command::new(&vmm);
-            c.args(["--kernel", kernel.to_str().unwrap(), "--mem", mem, "--serial", "off"]);
+            c.args([
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--mem",
+                mem,
+                "--serial",
+                "off",
+            ]);
             c
         });
         results.push((name, r));
@@ -44,18 +51,28 @@ fn main() {
             std::fs::write(&pvh, pvh_elf(asm.code())).unwrap();
             let r = sample(runs, || {
                 let mut c = Command::new(&qemu);
-                c.args(["-M", "microvm", "-accel", "kvm", "-m", "256", "-display", "none"])
-                    .args(["-serial", "null", "-no-reboot", "-nodefaults", "-kernel"])
-                    .arg(&pvh);
+                c.args([
+                    "-M", "microvm", "-accel", "kvm", "-m", "256", "-display", "none",
+                ])
+                .args(["-serial", "null", "-no-reboot", "-nodefaults", "-kernel"])
+                .arg(&pvh);
                 c
             });
             results.push(("qemu microvm -m 256".into(), r));
         }
-        None => println!("peer skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"),
+        None => println!(
+            "peer skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+        ),
     }
     for (name, (mut wall, mut rss, ok)) in results.iter().cloned() {
-        println!("{}", Percentiles::of(&mut wall).row(&format!("{name} wall"), "ms"));
-        println!("{}", Percentiles::of(&mut rss).row(&format!("{name} peak RSS"), "MiB"));
+        println!(
+            "{}",
+            Percentiles::of(&mut wall).row(&format!("{name} wall"), "ms")
+        );
+        println!(
+            "{}",
+            Percentiles::of(&mut rss).row(&format!("{name} peak RSS"), "MiB")
+        );
         if ok < runs {
             println!("  ({} of {runs} runs failed)", runs - ok);
         }
@@ -63,11 +80,17 @@ fn main() {
     if results.len() > 1 {
         let base = median(&results[0].1 .1);
         for (name, (_, rss, _)) in &results[1..] {
-            println!("ratio peak RSS median: kiln --mem 256 / {name} = {:.2}", base / median(rss));
+            println!(
+                "ratio peak RSS median: kiln --mem 256 / {name} = {:.2}",
+                base / median(rss)
+            );
         }
         let base = median(&results[0].1 .0);
         for (name, (wall, _, _)) in &results[1..] {
-            println!("ratio wall median:     kiln --mem 256 / {name} = {:.2}", base / median(wall));
+            println!(
+                "ratio wall median:     kiln --mem 256 / {name} = {:.2}",
+                base / median(wall)
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -24,20 +24,26 @@ use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuControl};
 use crate::vstate::vm::Vm;
 use crate::{arch, Error, Vmm};
 
-
-
-
 fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::Config(format!("{what} {} cannot be opened ({e}): check the path", path.display()))
+    Error::Config(format!(
+        "{what} {} cannot be opened ({e}): check the path",
+        path.display()
+    ))
 }
 
 /// Builds and starts the VM described by `config`.
 pub fn start(config: VmConfig) -> Result<Vmm, Error> {
-    config.validate().map_err(|e| Error::Config(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let started = Instant::now();
     let vm = Vm::new()?;
-    let mem = create_guest_memory(config.mem_mib)
-        .map_err(|e| Error::Memory(format!("cannot map {} MiB of guest memory: {e}", config.mem_mib)))?;
+    let mem = create_guest_memory(config.mem_mib).map_err(|e| {
+        Error::Memory(format!(
+            "cannot map {} MiB of guest memory: {e}",
+            config.mem_mib
+        ))
+    })?;
     vm.register_memory(&mem, false)?;
 
     let mut kernel = File::open(&config.kernel).map_err(|e| io_err("kernel", &config.kernel, e))?;
@@ -58,16 +64,32 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
     let mut dm = DeviceManager::new();
     let evt = || EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")));
     let (i8042_reset, acpi_off, acpi_reset) = (evt()?, evt()?, evt()?);
-    let watcher = ExitWatcher::new(
+    let watcher = ExitWatcher::subscriber(
         vec![
-            (clone_fd(&i8042_reset)?, ExitReason::Reboot { via: "i8042 reset".into() }),
+            (
+                clone_fd(&i8042_reset)?,
+                ExitReason::Reboot {
+                    via: "i8042 reset".into(),
+                },
+            ),
             (clone_fd(&acpi_off)?, ExitReason::PowerOff),
-            (clone_fd(&acpi_reset)?, ExitReason::Reboot { via: "ACPI reset".into() }),
+            (
+                clone_fd(&acpi_reset)?,
+                ExitReason::Reboot {
+                    via: "ACPI reset".into(),
+                },
+            ),
         ],
         exit_tx.clone(),
     );
     event_loop.add(watcher);
-    dm.add_legacy(vm.fd(), serial_output(&config.serial)?, i8042_reset, acpi_off, acpi_reset)?;
+    dm.add_legacy(
+        vm.fd(),
+        serial_output(&config.serial)?,
+        i8042_reset,
+        acpi_off,
+        acpi_reset,
+    )?;
 
     let mut mmio = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
@@ -101,7 +123,8 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
     let rng = devices::virtio::rng::Rng::new(Some(endpoint.clone()));
     mmio.push(dm.add_virtio(vm.fd(), &mem, "rng", Box::new(rng))?);
 
-    let mut cmdline = Cmdline::new(arch::layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Config(format!("cmdline: {e}")))?;
+    let mut cmdline = Cmdline::new(arch::layout::CMDLINE_MAX_SIZE)
+        .map_err(|e| Error::Config(format!("cmdline: {e}")))?;
     cmdline
         .insert_str(&config.cmdline)
         .map_err(|e| Error::Config(format!("--cmdline: {e}")))?;
@@ -199,7 +222,8 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
 }
 
 fn clone_fd(e: &EventFd) -> Result<EventFd, Error> {
-    e.try_clone().map_err(|e| Error::Setup(format!("eventfd: {e}")))
+    e.try_clone()
+        .map_err(|e| Error::Setup(format!("eventfd: {e}")))
 }
 
 fn serial_output(s: &SerialOutput) -> Result<Box<dyn Write + Send>, Error> {
@@ -231,7 +255,10 @@ fn build_net(
         NetBackend::Tap(n) => NetBackendConfig::Tap { name: n.clone() },
     };
     // A locally administered MAC derived from the index keeps guests reproducible.
-    let mac = MacAddr(net.mac.unwrap_or([0x52, 0x54, 0x00, 0x4b, 0x4c, index as u8]));
+    let mac = MacAddr(
+        net.mac
+            .unwrap_or([0x52, 0x54, 0x00, 0x4b, 0x4c, index as u8]),
+    );
     let config = NetConfig {
         backend,
         mac: Some(mac),

@@ -152,10 +152,12 @@ fn invalid(msg: String) -> ConfigError {
 
 /// Splits `a=b,c=d,flag` option strings.
 fn options(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    s.split(',').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
-        Some((k, v)) => (k, Some(v)),
-        None => (p, None),
-    })
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p, None),
+        })
 }
 
 /// `--disk PATH[,ro][,id=SERIAL]`
@@ -190,8 +192,8 @@ impl FromStr for DiskConfig {
                 ("id", Some(v)) if v.len() <= 20 => disk.id = Some(v.to_string()),
                 _ => {
                     return Err(invalid(format!(
-                        "--disk '{s}': unknown option '{k}'; use --disk PATH[,ro][,id=UP_TO_20_CHARS]"
-                    )))
+                    "--disk '{s}': unknown option '{k}'; use --disk PATH[,ro][,id=UP_TO_20_CHARS]"
+                )))
                 }
             }
         }
@@ -242,11 +244,18 @@ impl FromStr for NetConfig {
                     backend = Some(NetBackend::Switch(p.into()))
                 }
                 ("tap", Some(n)) if !n.is_empty() => backend = Some(NetBackend::Tap(n.into())),
-                ("mac", Some(m)) => mac = Some(parse_mac(m).map_err(|e| invalid(format!("--net '{s}': {e}")))?),
-                _ => return Err(invalid(format!("--net '{s}': unknown option '{k}'; {usage}"))),
+                ("mac", Some(m)) => {
+                    mac = Some(parse_mac(m).map_err(|e| invalid(format!("--net '{s}': {e}")))?)
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "--net '{s}': unknown option '{k}'; {usage}"
+                    )))
+                }
             }
         }
-        let backend = backend.ok_or_else(|| invalid(format!("--net '{s}': no backend; {usage}")))?;
+        let backend =
+            backend.ok_or_else(|| invalid(format!("--net '{s}': no backend; {usage}")))?;
         Ok(NetConfig { backend, mac })
     }
 }
@@ -280,14 +289,19 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
         return Err(bad());
     }
     if mac[0] & 1 == 1 {
-        return Err(format!("MAC address '{s}' is multicast: the first byte must be even"));
+        return Err(format!(
+            "MAC address '{s}' is multicast: the first byte must be even"
+        ));
     }
     Ok(mac)
 }
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `--vsock cid=N,uds=PATH`
@@ -308,17 +322,24 @@ impl FromStr for VsockConfig {
         for (k, v) in options(s) {
             match (k, v) {
                 ("cid", Some(c)) => {
-                    cid = Some(c.parse::<u64>().ok().filter(|c| *c >= 3).ok_or_else(|| {
-                        invalid(format!("--vsock '{s}': bad cid '{c}'; {usage}"))
-                    })?)
+                    cid =
+                        Some(c.parse::<u64>().ok().filter(|c| *c >= 3).ok_or_else(|| {
+                            invalid(format!("--vsock '{s}': bad cid '{c}'; {usage}"))
+                        })?)
                 }
                 ("uds", Some(p)) if !p.is_empty() => uds = Some(PathBuf::from(p)),
-                _ => return Err(invalid(format!("--vsock '{s}': unknown option '{k}'; {usage}"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "--vsock '{s}': unknown option '{k}'; {usage}"
+                    )))
+                }
             }
         }
         match (cid, uds) {
             (Some(cid), Some(uds)) => Ok(VsockConfig { cid, uds }),
-            _ => Err(invalid(format!("--vsock '{s}': cid and uds are both needed; {usage}"))),
+            _ => Err(invalid(format!(
+                "--vsock '{s}': cid and uds are both needed; {usage}"
+            ))),
         }
     }
 }
@@ -345,7 +366,11 @@ impl FromStr for SerialOutput {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         Ok(match s {
-            "" => return Err(invalid("--serial needs a value: stdout, off or a file path".into())),
+            "" => {
+                return Err(invalid(
+                    "--serial needs a value: stdout, off or a file path".into(),
+                ))
+            }
             "stdout" => SerialOutput::Stdout,
             "off" | "none" => SerialOutput::Off,
             p => SerialOutput::File(p.into()),
@@ -387,30 +412,54 @@ mod tests {
     #[test]
     fn parses_device_options() {
         let d: DiskConfig = "a.img,ro,id=root".parse().unwrap();
-        assert_eq!((d.path.to_str(), d.read_only, d.id.as_deref()), (Some("a.img"), true, Some("root")));
+        assert_eq!(
+            (d.path.to_str(), d.read_only, d.id.as_deref()),
+            (Some("a.img"), true, Some("root"))
+        );
         let n: NetConfig = "switch=/tmp/s.sock,mac=52:54:00:00:00:01".parse().unwrap();
         assert_eq!(n.backend, NetBackend::Switch("/tmp/s.sock".into()));
         assert_eq!(n.mac, Some([0x52, 0x54, 0, 0, 0, 1]));
-        assert_eq!("tap=tap0".parse::<NetConfig>().unwrap().backend, NetBackend::Tap("tap0".into()));
+        assert_eq!(
+            "tap=tap0".parse::<NetConfig>().unwrap().backend,
+            NetBackend::Tap("tap0".into())
+        );
         let v: VsockConfig = "cid=3,uds=/tmp/v.sock".parse().unwrap();
         assert_eq!(v.cid, 3);
-        assert_eq!("/tmp/x".parse::<SerialOutput>().unwrap(), SerialOutput::File("/tmp/x".into()));
+        assert_eq!(
+            "/tmp/x".parse::<SerialOutput>().unwrap(),
+            SerialOutput::File("/tmp/x".into())
+        );
     }
 
     #[test]
     fn rejects_bad_options_with_usage() {
-        for (bad, needle) in [
-            ("a.img,rx", "--disk"),
-            ("", "missing path"),
-        ] {
+        for (bad, needle) in [("a.img,rx", "--disk"), ("", "missing path")] {
             let e = bad.parse::<DiskConfig>().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
-        assert!("switch=/s,mac=zz:00:00:00:00:00".parse::<NetConfig>().unwrap_err().to_string().contains("MAC"));
-        assert!("mac=52:54:00:00:00:01".parse::<NetConfig>().unwrap_err().to_string().contains("no backend"));
-        assert!("cid=2,uds=/x".parse::<VsockConfig>().unwrap_err().to_string().contains("cid"));
-        assert!("cid=3".parse::<VsockConfig>().unwrap_err().to_string().contains("both"));
-        assert!(parse_mac("01:00:00:00:00:00").unwrap_err().contains("multicast"));
+        assert!("switch=/s,mac=zz:00:00:00:00:00"
+            .parse::<NetConfig>()
+            .unwrap_err()
+            .to_string()
+            .contains("MAC"));
+        assert!("mac=52:54:00:00:00:01"
+            .parse::<NetConfig>()
+            .unwrap_err()
+            .to_string()
+            .contains("no backend"));
+        assert!("cid=2,uds=/x"
+            .parse::<VsockConfig>()
+            .unwrap_err()
+            .to_string()
+            .contains("cid"));
+        assert!("cid=3"
+            .parse::<VsockConfig>()
+            .unwrap_err()
+            .to_string()
+            .contains("both"));
+        assert!(parse_mac("01:00:00:00:00:00")
+            .unwrap_err()
+            .contains("multicast"));
         assert!(parse_mac("52:54:00:00:00").is_err());
         assert!(parse_mac("52:54:00:00:00:00:00").is_err());
     }
@@ -436,7 +485,9 @@ mod tests {
         assert_eq!(cfg.cmdline, DEFAULT_CMDLINE);
         let again = VmConfig::from_toml(&toml::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(again, cfg);
-        let e = VmConfig::from_toml("kernel = '/k'\nmemory = 5").unwrap_err().to_string();
+        let e = VmConfig::from_toml("kernel = '/k'\nmemory = 5")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("memory"), "{e}");
     }
 

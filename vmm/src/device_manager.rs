@@ -85,7 +85,7 @@ impl DeviceManager {
         acpi_poweroff: EventFd,
         acpi_reset: EventFd,
     ) -> Result<(), DeviceError> {
-        use devices::legacy::{acpi_pm, AcpiPmDevice, I8042, Rtc, SerialDevice};
+        use devices::legacy::{acpi_pm, AcpiPmDevice, Rtc, SerialDevice, I8042};
         let serial_irq = eventfd()?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .map_err(|err| DeviceError::Kvm {
@@ -127,29 +127,39 @@ impl DeviceManager {
         if self.next_index >= max {
             return Err(DeviceError::TooMany(max));
         }
-        let base = layout::MMIO_DEVICES_START + u64::from(self.next_index) * layout::MMIO_DEVICE_SIZE;
+        let base =
+            layout::MMIO_DEVICES_START + u64::from(self.next_index) * layout::MMIO_DEVICE_SIZE;
         let gsi = layout::IRQ_BASE + self.next_index;
         self.next_index += 1;
 
         let irq = eventfd()?;
-        vm.register_irqfd(&irq, gsi).map_err(|err| DeviceError::Kvm {
-            what: "a virtio interrupt",
-            err,
-        })?;
+        vm.register_irqfd(&irq, gsi)
+            .map_err(|err| DeviceError::Kvm {
+                what: "a virtio interrupt",
+                err,
+            })?;
         let mut queue_evts = Vec::new();
         for q in 0..device.queue_max_sizes().len() {
             let evt = eventfd()?;
-            vm.register_ioevent(&evt, &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET), q as u32)
-                .map_err(|err| DeviceError::Kvm {
-                    what: "a virtio queue notification",
-                    err,
-                })?;
+            vm.register_ioevent(
+                &evt,
+                &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET),
+                q as u32,
+            )
+            .map_err(|err| DeviceError::Kvm {
+                what: "a virtio queue notification",
+                err,
+            })?;
             queue_evts.push(evt);
         }
         let interrupt = Arc::new(VirtioInterrupt::new(irq));
         let transport = MmioTransport::new(device, mem.clone(), interrupt, queue_evts)
             .map_err(|e| DeviceError::Device(e.to_string()))?;
-        self.add_mmio(base, layout::MMIO_DEVICE_SIZE, Arc::new(Mutex::new(transport)))?;
+        self.add_mmio(
+            base,
+            layout::MMIO_DEVICE_SIZE,
+            Arc::new(Mutex::new(transport)),
+        )?;
         self.virtio.push(DeviceInfo {
             kind: kind.to_string(),
             mmio_base: base,

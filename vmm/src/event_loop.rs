@@ -91,7 +91,7 @@ pub struct ExitWatcher {
 
 impl ExitWatcher {
     /// `events` pairs each event fd with the reason it stands for.
-    pub fn new(events: Vec<(EventFd, ExitReason)>, exits: Sender<ExitReason>) -> Subscriber {
+    pub fn subscriber(events: Vec<(EventFd, ExitReason)>, exits: Sender<ExitReason>) -> Subscriber {
         Arc::new(Mutex::new(ExitWatcher { events, exits }))
     }
 }

@@ -50,6 +50,9 @@ const COMMON: &[i64] = &[
     libc::SYS_newfstatat,
     libc::SYS_fstat,
     libc::SYS_lseek,
+    // Devices remove their socket files when dropped, on whichever thread drops them last.
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
 ];
 
 fn role_syscalls(role: ThreadRole) -> &'static [i64] {
@@ -90,8 +93,6 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_ppoll,
         ],
         ThreadRole::Main => &[
-            libc::SYS_unlink,
-            libc::SYS_unlinkat,
             libc::SYS_shutdown,
             libc::SYS_ioctl,
             libc::SYS_epoll_ctl,

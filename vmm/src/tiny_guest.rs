@@ -87,8 +87,10 @@ impl Asm {
         self.bytes(&[0x89, 0xc3, 0xb9, 8, 0, 0, 0]).mov_dx(0x3f8);
         // loop: rol ebx, 4; mov eax, ebx; and eax, 0xf; cmp al, 10; jb +2; add al, 39; add al, '0'; out dx, al; dec ecx; jnz loop
         let start = self.code.len();
-        self.bytes(&[0xc1, 0xc3, 0x04, 0x89, 0xd8, 0x83, 0xe0, 0x0f, 0x3c, 0x0a, 0x72, 0x02])
-            .bytes(&[0x04, 39, 0x04, b'0', 0xee, 0xff, 0xc9]);
+        self.bytes(&[
+            0xc1, 0xc3, 0x04, 0x89, 0xd8, 0x83, 0xe0, 0x0f, 0x3c, 0x0a, 0x72, 0x02,
+        ])
+        .bytes(&[0x04, 39, 0x04, b'0', 0xee, 0xff, 0xc9]);
         let rel = start as i64 - (self.code.len() as i64 + 2);
         self.bytes(&[0x75, rel as i8 as u8])
     }
@@ -96,6 +98,16 @@ impl Asm {
     /// Resets through the keyboard controller: `out 0x64, 0xfe`.
     pub fn i8042_reset(&mut self) -> &mut Self {
         self.bytes(&[0xb0, 0xfe, 0xe6, 0x64])
+    }
+
+    /// Powers off through the ACPI sleep control register (S5 + SLP_EN at port 0x600).
+    pub fn acpi_poweroff(&mut self) -> &mut Self {
+        self.mov_dx(0x600).mov_al((5 << 2) | 0x20).out_dx_al()
+    }
+
+    /// Resets through the ACPI reset register (0x0f to port 0x602).
+    pub fn acpi_reset(&mut self) -> &mut Self {
+        self.mov_dx(0x602).mov_al(0x0f).out_dx_al()
     }
 
     /// `cli; hlt` then spin on `hlt` forever.

@@ -62,8 +62,29 @@ fn guest_prints_on_serial_and_resets_through_i8042() {
     let mut a = Asm::new();
     a.print("hello from a tiny guest\n").i8042_reset();
     let reason = run_to_end(s.config(a));
-    assert_eq!(reason, ExitReason::Reboot { via: "i8042 reset".into() });
+    assert_eq!(
+        reason,
+        ExitReason::Reboot {
+            via: "i8042 reset".into()
+        }
+    );
     assert_eq!(s.serial(), "hello from a tiny guest\n");
+}
+
+#[test]
+fn guest_powers_off_and_resets_through_acpi() {
+    let s = Scratch::new("acpi");
+    let mut a = Asm::new();
+    a.print("bye\n").acpi_poweroff().halt_forever();
+    assert_eq!(run_to_end(s.config(a)), ExitReason::PowerOff);
+    let mut a = Asm::new();
+    a.acpi_reset().halt_forever();
+    assert_eq!(
+        run_to_end(s.config(a)),
+        ExitReason::Reboot {
+            via: "ACPI reset".into()
+        }
+    );
 }
 
 #[test]
@@ -75,8 +96,13 @@ fn guest_reads_virtio_mmio_identity_of_every_device() {
     let _switch = std::os::unix::net::UnixDatagram::bind(&sw).unwrap();
     let mut cfg = s.config(Asm::new());
     cfg.disks.push(disk.to_str().unwrap().parse().unwrap());
-    cfg.nets.push(format!("switch={}", sw.display()).parse().unwrap());
-    cfg.vsock = Some(format!("cid=3,uds={}", s.path("vsock.sock").display()).parse().unwrap());
+    cfg.nets
+        .push(format!("switch={}", sw.display()).parse().unwrap());
+    cfg.vsock = Some(
+        format!("cid=3,uds={}", s.path("vsock.sock").display())
+            .parse()
+            .unwrap(),
+    );
 
     // Ask the VMM where it will put the devices: same order as configured, rng last.
     let bases: Vec<u64> = (0..4).map(|i| 0xd000_0000 + i * 0x1000).collect();
@@ -90,12 +116,21 @@ fn guest_reads_virtio_mmio_identity_of_every_device() {
     a.i8042_reset();
     std::fs::write(&cfg.kernel, a.into_elf()).unwrap();
     let reason = run_to_end(cfg);
-    assert_eq!(reason, ExitReason::Reboot { via: "i8042 reset".into() });
+    assert_eq!(
+        reason,
+        ExitReason::Reboot {
+            via: "i8042 reset".into()
+        }
+    );
     let lines: Vec<String> = s.serial().lines().map(str::to_string).collect();
     let expect_ids = [2, 1, 19, 4]; // block, net, vsock, rng
     assert_eq!(lines.len(), 4, "{lines:?}");
     for (line, id) in lines.iter().zip(expect_ids) {
-        assert_eq!(line.trim(), format!("74726976 00000002 {id:08x}"), "{lines:?}");
+        assert_eq!(
+            line.trim(),
+            format!("74726976 00000002 {id:08x}"),
+            "{lines:?}"
+        );
     }
 }
 
@@ -116,7 +151,10 @@ fn halted_guest_keeps_the_vmm_responsive() {
     assert_eq!(h.status().state, "paused");
     h.resume();
     h.shutdown();
-    assert_eq!(vmm.wait_timeout(Duration::from_secs(30)), Some(ExitReason::Shutdown));
+    assert_eq!(
+        vmm.wait_timeout(Duration::from_secs(30)),
+        Some(ExitReason::Shutdown)
+    );
 }
 
 #[test]
@@ -139,10 +177,16 @@ fn pause_stops_guest_execution_and_resume_continues_it() {
     h.resume();
     let t = Instant::now();
     while size() == paused_at {
-        assert!(t.elapsed() < Duration::from_secs(30), "guest did not resume");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "guest did not resume"
+        );
     }
     h.shutdown();
-    assert_eq!(vmm.wait_timeout(Duration::from_secs(30)), Some(ExitReason::Shutdown));
+    assert_eq!(
+        vmm.wait_timeout(Duration::from_secs(30)),
+        Some(ExitReason::Shutdown)
+    );
 }
 
 #[test]
@@ -162,7 +206,12 @@ fn smp_guest_boots_with_two_vcpus() {
     a.print("bsp\n").i8042_reset();
     let mut cfg = s.config(a);
     cfg.cpus = 2;
-    assert_eq!(run_to_end(cfg), ExitReason::Reboot { via: "i8042 reset".into() });
+    assert_eq!(
+        run_to_end(cfg),
+        ExitReason::Reboot {
+            via: "i8042 reset".into()
+        }
+    );
     assert_eq!(s.serial(), "bsp\n");
 }
 
@@ -188,12 +237,18 @@ fn control_api_reports_pauses_resumes_and_shuts_down() {
     assert_eq!(st["status"]["state"], "running");
     assert_eq!(st["status"]["mem_mib"], 256);
     assert_eq!(api(&sock, r#"{"op":"pause"}"#)["status"]["state"], "paused");
-    assert_eq!(api(&sock, r#"{"op":"resume"}"#)["status"]["state"], "running");
+    assert_eq!(
+        api(&sock, r#"{"op":"resume"}"#)["status"]["state"],
+        "running"
+    );
     let bad = api(&sock, r#"{"op":"explode"}"#);
     assert_eq!(bad["ok"], false);
     assert!(bad["error"].as_str().unwrap().contains("bad request"));
     assert_eq!(api(&sock, r#"{"op":"shutdown"}"#)["ok"], true);
-    assert_eq!(vmm.wait_timeout(Duration::from_secs(30)), Some(ExitReason::Shutdown));
+    assert_eq!(
+        vmm.wait_timeout(Duration::from_secs(30)),
+        Some(ExitReason::Shutdown)
+    );
     assert!(!sock.exists(), "API socket left behind");
 }
 
@@ -213,7 +268,10 @@ fn vmm_binary_boots_tiny_elf_prints_and_exits_zero() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "tiny kernel says hi\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tiny kernel says hi\n"
+    );
     assert!(stderr.contains("i8042 reset"), "{stderr}");
 }
 
@@ -239,18 +297,39 @@ fn bad_user_input_gets_one_clear_line_and_nonzero_exit() {
     std::fs::write(&garbage, b"not a kernel at all").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec![], "--kernel"),
-        (vec!["--kernel".into(), "/nonexistent/vmlinux".into()], "/nonexistent/vmlinux"),
-        (vec!["--kernel".into(), garbage.display().to_string()], "kernel"),
         (
-            vec!["--kernel".into(), garbage.display().to_string(), "--disk".into(), "/nonexistent.img".into()],
+            vec!["--kernel".into(), "/nonexistent/vmlinux".into()],
+            "/nonexistent/vmlinux",
+        ),
+        (
+            vec!["--kernel".into(), garbage.display().to_string()],
+            "kernel",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                garbage.display().to_string(),
+                "--disk".into(),
+                "/nonexistent.img".into(),
+            ],
             "/nonexistent.img",
         ),
         (
-            vec!["--kernel".into(), garbage.display().to_string(), "--net".into(), "bogus=1".into()],
+            vec![
+                "--kernel".into(),
+                garbage.display().to_string(),
+                "--net".into(),
+                "bogus=1".into(),
+            ],
             "--net",
         ),
         (
-            vec!["--kernel".into(), garbage.display().to_string(), "--mem".into(), "1".into()],
+            vec![
+                "--kernel".into(),
+                garbage.display().to_string(),
+                "--mem".into(),
+                "1".into(),
+            ],
             "--mem",
         ),
     ];

@@ -102,4 +102,3 @@ fn serve(stream: UnixStream, handle: &VmHandle) {
 fn to_json(r: &Reply) -> String {
     serde_json::to_string(r).unwrap_or_else(|_| r#"{"ok":false,"error":"internal"}"#.into())
 }
-
