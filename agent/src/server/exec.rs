@@ -134,7 +134,10 @@ fn spawn(req: &ExecRequest) -> Result<Child, (ErrorKind, String)> {
             io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
             _ => ErrorKind::Io,
         };
-        (kind, format!("cannot start {}: {e}", describe(&req.command)))
+        (
+            kind,
+            format!("cannot start {}: {e}", describe(&req.command)),
+        )
     })?;
     if let Some(pid) = child.id() {
         registry.get_or_insert_with(HashSet::new).insert(pid);
