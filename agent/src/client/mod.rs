@@ -113,7 +113,16 @@ impl Client {
         // Byte by byte: anything after the newline already belongs to the agent.
         let mut reply = Vec::new();
         loop {
-            let byte = stream.read_u8().await?;
+            let byte = match stream.read_u8().await {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(ClientError::VsockConnect {
+                        port,
+                        reply: "connection closed without a reply".into(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
             if byte == b'\n' {
                 break;
             }
