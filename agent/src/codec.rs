@@ -35,6 +35,8 @@ pub enum FrameError {
 /// Encodes `Out` messages and decodes `In` messages, one per length-delimited frame.
 pub struct FrameCodec<In, Out> {
     inner: LengthDelimitedCodec,
+    /// Part of a frame has been consumed (the inner codec may hold a parsed header).
+    in_frame: bool,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -53,6 +55,7 @@ impl<In, Out> FrameCodec<In, Out> {
             .new_codec();
         FrameCodec {
             inner,
+            in_frame: false,
             _types: PhantomData,
         }
     }
@@ -88,16 +91,23 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        let had_bytes = !src.is_empty();
         match self.inner.decode(src)? {
-            Some(body) => decode_body(&body).map(Some),
-            None => Ok(None),
+            Some(body) => {
+                self.in_frame = false;
+                decode_body(&body).map(Some)
+            }
+            None => {
+                self.in_frame |= had_bytes;
+                Ok(None)
+            }
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
         match self.decode(src)? {
             Some(msg) => Ok(Some(msg)),
-            None if src.is_empty() => Ok(None),
+            None if src.is_empty() && !self.in_frame => Ok(None),
             None => Err(FrameError::Malformed(format!(
                 "connection closed inside a frame ({} bytes pending)",
                 src.len()

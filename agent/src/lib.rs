@@ -6,18 +6,34 @@
 //! Unix socket or through a VMM's vsock Unix socket, and runs many requests at once over
 //! one connection.
 //!
-//! ```no_run
-//! # async fn demo() -> agent::client::Result<()> {
-//! use agent::{Client, ExecRequest};
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use agent::server::{serve_unix, PowerAction, ServerOptions};
+//! use agent::{Client, ExecRequest, ExitStatus};
 //! use std::time::Duration;
 //!
-//! let client = Client::connect_unix("/tmp/agent.sock").await?;
+//! // An agent in this process, on a Unix socket (in a guest: `agent serve --vsock`).
+//! let dir = tempfile::tempdir()?;
+//! let socket = dir.path().join("agent.sock");
+//! let listen = socket.clone();
+//! tokio::spawn(async move { serve_unix(&listen, ServerOptions { power: PowerAction::Exit }).await });
+//! while !socket.exists() { tokio::time::sleep(Duration::from_millis(5)).await; }
+//!
+//! let client = Client::connect_unix(&socket).await?;
 //! let out = client
-//!     .exec_buffered(ExecRequest::argv(["ls", "-l"]).cwd("/").timeout(Duration::from_secs(5)))
+//!     .exec_buffered(ExecRequest::argv(["sh", "-c", "echo $GREETING; exit 3"])
+//!         .env("GREETING", "hello")
+//!         .timeout(Duration::from_secs(5)))
 //!     .await?;
-//! assert!(out.status.success());
-//! client.put_bytes(b"hello", "/tmp/hello.txt", 0o644).await?;
-//! assert_eq!(client.get_bytes("/tmp/hello.txt").await?, b"hello");
+//! assert_eq!(out.stdout, b"hello\n");
+//! assert_eq!(out.status, ExitStatus::Code(3));
+//!
+//! let file = dir.path().join("hello.txt");
+//! let file = file.to_str().unwrap();
+//! client.put_bytes(b"hello", file, 0o644).await?;
+//! assert_eq!(client.get_bytes(file).await?, b"hello");
+//! assert!(client.file_exists(file).await?);
 //! # Ok(()) }
 //! ```
 

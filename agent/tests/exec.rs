@@ -257,10 +257,9 @@ async fn fifty_concurrent_execs_on_one_connection() {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             // Each one sleeps a little so that they really overlap.
-            let req = ExecRequest::shell(format!(
-                "sleep 0.2; echo out-$N; echo err-$N >&2; exit $(( $N % 7 ))"
-            ))
-            .env("N", i.to_string());
+            let req =
+                ExecRequest::shell("sleep 0.2; echo out-$N; echo err-$N >&2; exit $(( $N % 7 ))")
+                    .env("N", i.to_string());
             (i, client.exec_buffered(req).await.unwrap())
         }));
     }
