@@ -90,6 +90,24 @@ pub struct InitArgs {
     /// A module (name or .ko path, with optional params) to load; repeatable.
     #[arg(long = "module")]
     modules: Vec<String>,
+    /// Read kiln.* parameters from this file instead of /proc/cmdline (tests).
+    #[arg(long)]
+    cmdline_file: Option<PathBuf>,
+    /// Serve on this Unix socket instead of vsock (tests in a PID namespace).
+    #[arg(long)]
+    unix: Option<PathBuf>,
+}
+
+impl InitArgs {
+    /// The PID 1 options these arguments ask for.
+    pub fn into_options(self) -> Pid1Options {
+        Pid1Options {
+            modules_file: self.modules_file,
+            modules: self.modules,
+            cmdline_file: self.cmdline_file,
+            unix: self.unix,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -184,10 +202,9 @@ pub struct GetArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Init(args) => pid1::run(Pid1Options {
-            modules_file: args.modules_file,
-            modules: args.modules,
-        }),
+        Cmd::Init(_) => bail!(
+            "`agent init` runs only as PID 1 (the kernel's init=); on a running system use `agent serve`"
+        ),
         Cmd::NetSetup { iface, ip } => {
             pid1::net::configure(&iface, ip).with_context(|| format!("configuring {iface}"))?;
             Ok(ExitCode::SUCCESS)

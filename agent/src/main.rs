@@ -15,8 +15,15 @@ const AGENT_FAILURE: u8 = 255;
 fn main() -> ExitCode {
     if agent::pid1::is_pid1() {
         init_logging("info");
-        // The kernel passes unknown command-line words as arguments: ignore them.
-        agent::pid1::run(agent::pid1::Pid1Options::default());
+        // Arguments after `--` on the kernel command line reach us: honour `init ...`,
+        // ignore anything else rather than refuse to boot.
+        let options = match Cli::try_parse() {
+            Ok(Cli {
+                cmd: Cmd::Init(args),
+            }) => args.into_options(),
+            _ => agent::pid1::Pid1Options::default(),
+        };
+        agent::pid1::run(options);
     }
     let cli = Cli::parse();
     let default_level = match cli.cmd {

@@ -297,3 +297,28 @@ async fn orphans_are_reaped_in_subreaper_mode() {
         "orphan {orphan} was not reaped"
     );
 }
+
+#[tokio::test]
+async fn timeout_returns_even_if_an_escaped_process_holds_the_output() {
+    let agent = Agent::start(&[]);
+    let client = agent.client().await;
+    let pidfile = agent.path("escaped.pid");
+    // `setsid` leaves the process group, so the group kill cannot reach it; it keeps
+    // stdout open. The agent must still answer after its grace period.
+    let script = format!(
+        "setsid sleep 1000 & echo $! > {p}.tmp; mv {p}.tmp {p}; wait",
+        p = pidfile.display()
+    );
+    let out = client
+        .exec_buffered(ExecRequest::shell(script).timeout(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(out.timed_out);
+    let escaped: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Clean up the process this test deliberately let escape.
+    unsafe { libc::kill(escaped, libc::SIGKILL) };
+}

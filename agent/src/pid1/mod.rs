@@ -8,7 +8,7 @@ pub mod mounts;
 pub mod net;
 pub mod reaper;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::server::{vsock, PowerAction, ServerOptions};
 
@@ -22,12 +22,20 @@ pub struct Pid1Options {
     pub modules_file: Option<PathBuf>,
     /// Extra modules, loaded after the file's and before `kiln.modules=`.
     pub modules: Vec<String>,
+    /// Read the `kiln.*` parameters from this file instead of `/proc/cmdline`.
+    pub cmdline_file: Option<PathBuf>,
+    /// Serve on this Unix socket instead of vsock (tests in a PID namespace).
+    pub unix: Option<PathBuf>,
 }
 
 /// Runs the whole PID 1 sequence and serves forever.
 pub fn run(options: Pid1Options) -> ! {
     mounts::mount_early();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline_file = options
+        .cmdline_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
+    let cmdline = std::fs::read_to_string(&cmdline_file).unwrap_or_default();
     let boot = match cmdline::parse_cmdline(&cmdline) {
         Ok(boot) => boot,
         Err(e) => {
@@ -63,7 +71,7 @@ pub fn run(options: Pid1Options) -> ! {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .and_then(|rt| rt.block_on(serve(boot.port, boot.announce_port)));
+        .and_then(|rt| rt.block_on(serve(&boot, options.unix.as_deref())));
     if let Err(e) = result {
         tracing::error!(error = %e, "agent cannot serve; powering off");
     }
@@ -74,13 +82,16 @@ pub fn run(options: Pid1Options) -> ! {
     }
 }
 
-async fn serve(port: u32, announce_port: u32) -> std::io::Result<()> {
+async fn serve(boot: &cmdline::BootConfig, unix: Option<&Path>) -> std::io::Result<()> {
     reaper::spawn_reaper()?;
     let options = ServerOptions {
         power: PowerAction::Syscall,
     };
-    let announce = (announce_port != 0).then_some(announce_port);
-    vsock::serve_vsock(port, options, announce).await
+    if let Some(path) = unix {
+        return crate::server::serve_unix(path, options).await;
+    }
+    let announce = (boot.announce_port != 0).then_some(boot.announce_port);
+    vsock::serve_vsock(boot.port, options, announce).await
 }
 
 /// Whether the agent was started by the kernel as init.

@@ -17,6 +17,9 @@ use crate::protocol::{
     ClientMsg, Command, ErrorKind, ExecRequest, ExitStatus, ServerMsg, CHUNK_LEN,
 };
 
+/// How long output may stay open after the group was killed.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
 /// Pids of children spawned by exec requests and not yet reaped by their task. The PID 1
 /// zombie reaper must not reap these (their task needs the exit status); spawning and
 /// registering happen under this lock so the reaper never sees an unregistered child.
@@ -44,35 +47,46 @@ pub(crate) async fn run(req: ExecRequest, inbox: mpsc::Receiver<ClientMsg>, out:
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 
-    let finished = async {
+    let pumps = async {
         tokio::join!(
             pump(stdout, &out, ServerMsg::Stdout),
             pump(stderr, &out, ServerMsg::Stderr)
         );
-        child.wait().await
     };
-    tokio::pin!(finished);
+    tokio::pin!(pumps);
 
     let timeout = req.timeout_ms.map(Duration::from_millis);
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::MAX));
     tokio::pin!(deadline);
+    // After a kill, output still held open by an escaped process (setsid) is abandoned.
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
     let mut timed_out = false;
-    let mut client_gone = false;
-    let status = loop {
+    let mut killed = false;
+    loop {
         tokio::select! {
-            status = &mut finished => break status,
+            _ = &mut pumps => break,
             _ = &mut deadline, if timeout.is_some() && !timed_out => {
                 tracing::info!(pid, "exec timed out, killing its process group");
-                kill_group(pgid);
                 timed_out = true;
             }
-            _ = out.closed(), if !client_gone => {
+            _ = out.closed(), if !killed => {
                 tracing::info!(pid, "client gone, killing its process group");
-                kill_group(pgid);
-                client_gone = true;
+            }
+            _ = &mut grace, if killed => {
+                tracing::warn!(pid, "output still open after the kill, abandoning it");
+                break;
             }
         }
-    };
+        if !killed {
+            kill_group(pgid);
+            killed = true;
+            grace
+                .as_mut()
+                .reset(tokio::time::Instant::now() + KILL_GRACE);
+        }
+    }
+    let status = child.wait().await;
     stdin_task.abort();
     unregister(pid);
 
