@@ -216,7 +216,7 @@ async fn timeout_kills_the_whole_process_group() {
         p = pidfile.display()
     );
     let out = client
-        .exec_buffered(ExecRequest::shell(script).timeout(Duration::from_millis(500)))
+        .exec_buffered(ExecRequest::shell(script).timeout(Duration::from_secs(2)))
         .await
         .unwrap();
     assert!(out.timed_out);
@@ -310,7 +310,7 @@ async fn timeout_returns_even_if_an_escaped_process_holds_the_output() {
         p = pidfile.display()
     );
     let out = client
-        .exec_buffered(ExecRequest::shell(script).timeout(Duration::from_millis(300)))
+        .exec_buffered(ExecRequest::shell(script).timeout(Duration::from_secs(2)))
         .await
         .unwrap();
     assert!(out.timed_out);
