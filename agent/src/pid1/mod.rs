@@ -68,7 +68,8 @@ pub fn run(options: Pid1Options) -> ! {
         }
     }
 
-    let result = tokio::runtime::Builder::new_multi_thread()
+    // Single event-loop thread, as for `agent serve` (see cli.rs).
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .and_then(|rt| rt.block_on(serve(&boot, options.unix.as_deref())));
