@@ -223,3 +223,32 @@ async fn cli_exec_through_a_vsock_uds_with_port() {
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains("port 10700"));
 }
+
+/// The host side of the start-up announcement, fed the exact frame the guest sends
+/// (the guest's vsock connect itself needs a VM).
+#[tokio::test]
+async fn announcement_is_received_on_the_uds_port_socket() {
+    use agent::client::{accept_announcement, announce_socket_path};
+    use agent::codec::FrameCodec;
+    use agent::protocol::{ClientFrame, ServerFrame};
+    use futures_util::SinkExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = announce_socket_path(dir.path().join("vm.vsock"), 10_701);
+    assert_eq!(path, dir.path().join("vm.vsock_10701"));
+    let listener = UnixListener::bind(&path).unwrap();
+    let guest = tokio::spawn(async move {
+        let stream = UnixStream::connect(&path).await.unwrap();
+        let mut sink = tokio_util::codec::FramedWrite::new(
+            stream,
+            FrameCodec::<ClientFrame, ServerFrame>::new(),
+        );
+        sink.send(agent::server::announcement()).await.unwrap();
+    });
+    let info = accept_announcement(&listener).await.unwrap();
+    guest.await.unwrap();
+    assert_eq!(info.version, agent::protocol::PROTOCOL_VERSION);
+    assert_eq!(info.agent_version, env!("CARGO_PKG_VERSION"));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(info.hostname, hostname.trim());
+}

@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+mod announce;
 mod error;
 mod exec;
 mod files;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+pub use announce::{accept_announcement, announce_socket_path};
 pub use error::{ClientError, Result};
 pub use exec::{Exec, ExecEvent, ExecOutput, ExecStdin};
 pub use files::GetInfo;

@@ -135,13 +135,7 @@ where
             id: HANDSHAKE_ID,
             msg: ClientMsg::Hello { version },
         } if version == PROTOCOL_VERSION => {
-            outbox
-                .send(ServerMsg::Hello {
-                    version: PROTOCOL_VERSION,
-                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                    hostname: system::hostname().unwrap_or_default(),
-                })
-                .await;
+            outbox.send(super::announcement().msg).await;
             Ok(())
         }
         ClientFrame {

@@ -50,6 +50,19 @@ pub async fn serve_unix(path: &Path, options: ServerOptions) -> io::Result<()> {
     }
 }
 
+/// The frame the agent sends to the host when it starts (and answers a handshake with).
+pub fn announcement() -> crate::protocol::ServerFrame {
+    use crate::protocol::{ServerFrame, ServerMsg, HANDSHAKE_ID, PROTOCOL_VERSION};
+    ServerFrame {
+        id: HANDSHAKE_ID,
+        msg: ServerMsg::Hello {
+            version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: system::hostname().unwrap_or_default(),
+        },
+    }
+}
+
 /// Prints the ready line and flushes it so a reader sees it at once.
 pub(crate) fn announce(listen: &str) {
     use std::io::Write;

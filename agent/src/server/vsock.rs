@@ -9,9 +9,9 @@ use futures_util::SinkExt;
 use tokio_util::codec::FramedWrite;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
-use super::{announce, serve_connection, system, ServerOptions};
+use super::{announce, serve_connection, ServerOptions};
 use crate::codec::FrameCodec;
-use crate::protocol::{ClientFrame, ServerFrame, ServerMsg, HANDSHAKE_ID, PROTOCOL_VERSION};
+use crate::protocol::{ClientFrame, ServerFrame};
 
 /// How long to retry binding while the vsock transport driver is still probing.
 const BIND_ATTEMPTS: u32 = 50;
@@ -70,14 +70,7 @@ async fn bind_retrying(port: u32) -> io::Result<VsockListener> {
 pub async fn announce_to_host(port: u32) -> io::Result<()> {
     let stream = VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, port)).await?;
     let mut sink = FramedWrite::new(stream, FrameCodec::<ClientFrame, ServerFrame>::new());
-    let hello = ServerFrame {
-        id: HANDSHAKE_ID,
-        msg: ServerMsg::Hello {
-            version: PROTOCOL_VERSION,
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            hostname: system::hostname().unwrap_or_default(),
-        },
-    };
+    let hello = super::announcement();
     sink.send(hello).await.map_err(io::Error::other)?;
     Ok(())
 }
