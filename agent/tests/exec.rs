@@ -322,3 +322,24 @@ async fn timeout_returns_even_if_an_escaped_process_holds_the_output() {
     // Clean up the process this test deliberately let escape.
     unsafe { libc::kill(escaped, libc::SIGKILL) };
 }
+
+#[tokio::test]
+async fn buffered_output_is_capped_and_the_command_killed() {
+    let agent = Agent::start(&[]);
+    let client = agent.client().await;
+    let exec = client.exec(ExecRequest::argv(["yes"])).await.unwrap();
+    let pid = exec.pid();
+    let err = exec.wait_output_limited(1 << 20).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::OutputTooLarge { limit } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(wait_dead(pid).await, "yes kept running after the cap");
+    // The connection is still fine.
+    assert!(client
+        .exec_buffered(ExecRequest::argv(["true"]))
+        .await
+        .unwrap()
+        .status
+        .success());
+}

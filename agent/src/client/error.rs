@@ -38,6 +38,12 @@ pub enum ClientError {
     /// The agent sent a message that does not fit the request.
     #[error("unexpected answer from the agent: {0}")]
     Unexpected(String),
+    /// A buffered exec produced more output than the caller accepts.
+    #[error("command output exceeds {limit} bytes; use Client::exec to stream it")]
+    OutputTooLarge {
+        /// The limit per stream, in bytes.
+        limit: usize,
+    },
     /// Received data does not match the hash the agent computed.
     #[error("integrity check failed: received data does not match the agent's BLAKE3 hash")]
     HashMismatch,

@@ -5,6 +5,9 @@ use tokio::sync::mpsc;
 use super::{sender_send, unexpected, Client, ClientError, Pending, Result};
 use crate::protocol::{ClientFrame, ClientMsg, ExecRequest, ExitStatus, ServerMsg, CHUNK_LEN};
 
+/// Default cap on each of stdout and stderr for buffered execs.
+pub const MAX_BUFFERED_OUTPUT: usize = 1 << 30;
+
 /// Something a running command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
@@ -111,11 +114,27 @@ impl Exec {
         Ok(Some(event))
     }
 
-    /// Collects all remaining output and the exit status.
-    pub async fn wait_output(mut self) -> Result<ExecOutput> {
+    /// Collects all remaining output and the exit status, at most
+    /// [`MAX_BUFFERED_OUTPUT`] bytes per stream (the guest is not trusted to be brief).
+    pub async fn wait_output(self) -> Result<ExecOutput> {
+        self.wait_output_limited(MAX_BUFFERED_OUTPUT).await
+    }
+
+    /// Like [`Exec::wait_output`] with a chosen limit per stream; beyond it the command's
+    /// process group is killed and [`ClientError::OutputTooLarge`] returned.
+    pub async fn wait_output_limited(mut self, limit: usize) -> Result<ExecOutput> {
         drop(self.stdin.take());
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         while let Some(event) = self.next_event().await? {
+            let (buf, data) = match &event {
+                ExecEvent::Stdout(d) => (&mut stdout, d),
+                ExecEvent::Stderr(d) => (&mut stderr, d),
+                ExecEvent::Exited { .. } => (&mut stdout, &Vec::new()),
+            };
+            if buf.len() + data.len() > limit {
+                let _ = self.kill().await;
+                return Err(ClientError::OutputTooLarge { limit });
+            }
             match event {
                 ExecEvent::Stdout(d) => stdout.extend_from_slice(&d),
                 ExecEvent::Stderr(d) => stderr.extend_from_slice(&d),
@@ -155,8 +174,9 @@ impl Client {
         })
     }
 
-    /// Runs a command to completion and returns all its output at once. If the request
-    /// asked for stdin, stdin is closed immediately.
+    /// Runs a command to completion and returns all its output at once (at most
+    /// [`MAX_BUFFERED_OUTPUT`] bytes per stream). If the request asked for stdin, stdin
+    /// is closed immediately.
     pub async fn exec_buffered(&self, req: ExecRequest) -> Result<ExecOutput> {
         self.exec(req).await?.wait_output().await
     }

@@ -29,7 +29,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use announce::{accept_announcement, announce_socket_path};
 pub use error::{ClientError, Result};
-pub use exec::{Exec, ExecEvent, ExecOutput, ExecStdin};
+pub use exec::{Exec, ExecEvent, ExecOutput, ExecStdin, MAX_BUFFERED_OUTPUT};
 pub use files::GetInfo;
 
 use crate::codec::FrameCodec;
