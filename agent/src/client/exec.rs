@@ -126,12 +126,12 @@ impl Exec {
         drop(self.stdin.take());
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         while let Some(event) = self.next_event().await? {
-            let (buf, data) = match &event {
-                ExecEvent::Stdout(d) => (&mut stdout, d),
-                ExecEvent::Stderr(d) => (&mut stderr, d),
-                ExecEvent::Exited { .. } => (&mut stdout, &Vec::new()),
+            let over_limit = match &event {
+                ExecEvent::Stdout(d) => stdout.len() + d.len() > limit,
+                ExecEvent::Stderr(d) => stderr.len() + d.len() > limit,
+                ExecEvent::Exited { .. } => false,
             };
-            if buf.len() + data.len() > limit {
+            if over_limit {
                 let _ = self.kill().await;
                 return Err(ClientError::OutputTooLarge { limit });
             }
