@@ -170,3 +170,67 @@ fn write_seeds() {
     std::fs::write(dir.join("unknown-variant"), [0, 0, 0, 3, 1, 0xC8, 1]).unwrap();
     std::fs::write(dir.join("truncated"), [0, 0, 0, 100, 1, 1, 1]).unwrap();
 }
+
+#[test]
+fn every_agent_message_round_trips() {
+    use agent::codec::{decode_body, encode_body};
+    use agent::protocol::{
+        DirEntry, ErrorKind, ExitStatus, FileKind, FileStat, ServerFrame, ServerMsg,
+    };
+    let stat = FileStat {
+        kind: FileKind::File,
+        size: 5,
+        mode: 0o644,
+        mtime: -3,
+    };
+    let msgs = vec![
+        ServerMsg::Hello {
+            version: 1,
+            agent_version: "0.1.0".into(),
+            hostname: "n1".into(),
+        },
+        ServerMsg::Started { pid: 42 },
+        ServerMsg::Stdout(vec![1, 2, 3]),
+        ServerMsg::Stderr(vec![]),
+        ServerMsg::Exited {
+            status: ExitStatus::Signal(9),
+            timed_out: true,
+        },
+        ServerMsg::Exited {
+            status: ExitStatus::Code(-1),
+            timed_out: false,
+        },
+        ServerMsg::PutDone { size: u64::MAX },
+        ServerMsg::GetBegin {
+            size: 10,
+            mode: 0o755,
+        },
+        ServerMsg::GetData(vec![0xff; 300]),
+        ServerMsg::GetEnd { hash: [3; 32] },
+        ServerMsg::Stat(stat.clone()),
+        ServerMsg::List(vec![DirEntry {
+            name: "é x".into(),
+            stat,
+        }]),
+        ServerMsg::UnitState {
+            active: false,
+            state: "failed".into(),
+        },
+        ServerMsg::Bool(true),
+        ServerMsg::Hostname("h".into()),
+        ServerMsg::Uptime(123_456),
+        ServerMsg::Ok,
+        ServerMsg::Error {
+            kind: ErrorKind::HashMismatch,
+            message: "m".into(),
+        },
+    ];
+    for (i, msg) in msgs.into_iter().enumerate() {
+        let frame = ServerFrame {
+            id: i as u64 + 1,
+            msg,
+        };
+        let body = encode_body(&frame).unwrap();
+        assert_eq!(decode_body::<ServerFrame>(&body).unwrap(), frame);
+    }
+}
