@@ -61,7 +61,12 @@ async fn receive(
     inbox: &mut mpsc::Receiver<ClientMsg>,
 ) -> Result<u64, (ErrorKind, String)> {
     let io_err = |what: &str, e: io::Error| (kind_of(&e), format!("{what} {}: {e}", tmp.display()));
-    let mut file = fs::File::create(tmp)
+    // Private until complete: the final mode is applied only after the hash check.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
         .await
         .map_err(|e| io_err("creating", e))?;
     let mut hasher = blake3::Hasher::new();
