@@ -41,11 +41,13 @@ pub struct ChildRun {
     pub wall: Duration,
     /// Peak resident set size in KiB (`ru_maxrss`).
     pub max_rss_kib: u64,
-    pub success: bool,
+    /// Exit code, or `None` if a signal (or the timeout) ended it.
+    pub code: Option<i32>,
 }
 
-/// Runs `cmd` to completion (output discarded) and reports its wall time and peak RSS.
-pub fn measure(cmd: &mut Command) -> std::io::Result<ChildRun> {
+/// Runs `cmd` to completion (output discarded) and reports its wall time and peak RSS. A child
+/// still running after `timeout` is killed, so a hung peer cannot hang the benchmark.
+pub fn measure(cmd: &mut Command, timeout: Duration) -> std::io::Result<ChildRun> {
     let t = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -53,18 +55,30 @@ pub fn measure(cmd: &mut Command) -> std::io::Result<ChildRun> {
         .stderr(Stdio::null())
         .spawn()?;
     let pid = child.id() as libc::pid_t;
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(timeout).is_err() {
+            // SAFETY: the child has not been reaped yet (we are told when it is), so the pid
+            // is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
     let mut status = 0;
     // SAFETY: rusage is plain data filled in by the kernel; we wait for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed();
+    let err = std::io::Error::last_os_error();
+    let _ = done.send(());
+    let _ = watchdog.join();
     if r < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(err);
     }
     std::mem::forget(child); // already reaped by wait4
     Ok(ChildRun {
-        wall: t.elapsed(),
+        wall,
         max_rss_kib: usage.ru_maxrss as u64,
-        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
     })
 }
 

@@ -101,7 +101,6 @@ impl MutEventSubscriber for ExitWatcher {
         for (fd, reason) in &self.events {
             if fd.as_raw_fd() == events.fd() {
                 let _ = fd.read();
-                tracing::info!("{}", reason.describe());
                 let _ = self.exits.send(reason.clone());
             }
         }
