@@ -129,26 +129,29 @@ mod tests {
     use super::*;
 
     /// Minimal newc reader for the tests: (name, mode, rdevmajor, rdevminor, data).
-    fn parse(mut buf: &[u8]) -> Vec<(String, u32, u32, u32, Vec<u8>)> {
-        let start_len = buf.len();
+    fn parse(buf: &[u8]) -> Vec<(String, u32, u32, u32, Vec<u8>)> {
         let mut out = Vec::new();
+        let mut pos = 0;
         loop {
-            assert_eq!(&buf[..6], b"070701");
+            assert_eq!(&buf[pos..pos + 6], b"070701");
             let field = |i: usize| {
-                let s = std::str::from_utf8(&buf[6 + i * 8..6 + (i + 1) * 8]).unwrap();
+                let s = std::str::from_utf8(&buf[pos + 6 + i * 8..pos + 6 + (i + 1) * 8]).unwrap();
                 u32::from_str_radix(s, 16).unwrap()
             };
-            let (mode, size, rmaj, rmin, namesize) =
-                (field(1), field(6), field(10), field(11), field(12));
-            let name_end = 110 + namesize as usize;
-            let name = std::str::from_utf8(&buf[110..name_end - 1])
+            let (mode, size, rmaj, rmin, namesize) = (
+                field(1),
+                field(6) as usize,
+                field(9),
+                field(10),
+                field(11) as usize,
+            );
+            let name_start = pos + 110;
+            let name = std::str::from_utf8(&buf[name_start..name_start + namesize - 1])
                 .unwrap()
                 .to_string();
-            let consumed = start_len - buf.len();
-            let data_start = (consumed + name_end).next_multiple_of(4) - consumed;
-            let data = buf[data_start..data_start + size as usize].to_vec();
-            let next = (consumed + data_start + size as usize).next_multiple_of(4) - consumed;
-            buf = &buf[next..];
+            let data_start = (name_start + namesize).next_multiple_of(4);
+            let data = buf[data_start..data_start + size].to_vec();
+            pos = (data_start + size).next_multiple_of(4);
             if name == "TRAILER!!!" {
                 return out;
             }
