@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod modules;
 pub mod progress;
 pub mod recipe;
+pub mod resolve;
 
 pub use error::ImageError;
 pub use manifest::Manifest;
@@ -77,13 +78,11 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
     let recipe = Recipe::load(name)?;
     let progress = progress::BuildProgress::new();
     let step = progress.step("resolving package versions");
-    let (kernel_meta, kernel) = apt::resolve_kernel(&recipe.spec.kernel)?;
-    let mut pins = vec![kernel_meta, kernel.clone()];
-    for file in &recipe.spec.files {
-        if !pins.iter().any(|p| p.name == file.package) {
-            pins.push(apt::resolve(&file.package)?);
-        }
-    }
+    let pins = resolve::pins_for(&recipe, &cache.join("resolve"))?;
+    let kernel = pins.get(1).cloned().ok_or_else(|| ImageError::BadRecipe {
+        name: name.to_string(),
+        reason: "kernel package did not resolve".into(),
+    })?;
     step.finish_and_clear();
     let key = cache_key(&recipe, &pins);
     let dir = cache.join("images").join(format!("{name}-{}", &key[..16]));
