@@ -184,7 +184,8 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
     let plan = qemu::QemuPlan {
         cpus: opts.cpus,
         mem_mib: opts.mem_mib,
-        kernel: &host.kernel(),
+        // The ELF kernel boots ~3.5 s faster under TCG (no XZ decompression).
+        kernel: &host.vmlinux().unwrap_or_else(|| host.kernel()),
         initrd: &host.initrd(),
         cmdline: &cmdline,
         run_dir: run_dir.path(),

@@ -11,6 +11,7 @@ pub mod apt;
 pub mod cpio;
 pub mod error;
 pub mod initramfs;
+pub mod kernel;
 pub mod manifest;
 pub mod modules;
 pub mod progress;
@@ -45,6 +46,12 @@ impl ImageDir {
     /// The kernel.
     pub fn kernel(&self) -> PathBuf {
         self.path.join("vmlinuz")
+    }
+    /// The uncompressed ELF kernel (PVH boot), for images that ship one.
+    pub fn vmlinux(&self) -> Option<PathBuf> {
+        self.manifest
+            .file("vmlinux")
+            .map(|_| self.path.join("vmlinux"))
     }
     /// The initramfs.
     pub fn initrd(&self) -> PathBuf {
@@ -171,10 +178,15 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
     let vmlinuz = kernel_root.join("boot").join(format!("vmlinuz-{release}"));
     std::fs::copy(&vmlinuz, out.join("vmlinuz"))
         .map_err(ImageError::io("copying the kernel", &vmlinuz))?;
+    let mut outputs = vec!["vmlinuz", "initrd.img"];
+    if recipe.spec.uncompressed_kernel {
+        kernel::extract_vmlinux(&vmlinuz, &out.join("vmlinux"))?;
+        outputs.push("vmlinux");
+    }
     step.finish_and_clear();
 
     let mut files = Vec::new();
-    for file in ["vmlinuz", "initrd.img"] {
+    for file in outputs {
         let path = out.join(file);
         let size = std::fs::metadata(&path)
             .map_err(ImageError::io("reading an image file", &path))?

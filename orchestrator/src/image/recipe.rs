@@ -48,6 +48,9 @@ pub struct RecipeSpec {
     /// Suggested kernel command line.
     #[serde(default)]
     pub cmdline: String,
+    /// Also ship `vmlinux`, the uncompressed ELF kernel (faster boots under TCG).
+    #[serde(default)]
+    pub uncompressed_kernel: bool,
     /// Files taken from other packages.
     #[serde(default)]
     pub files: Vec<PackageFile>,
