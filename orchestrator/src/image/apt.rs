@@ -45,6 +45,42 @@ pub fn parse_stanza(text: &str) -> Vec<(String, String)> {
     fields
 }
 
+/// All stanzas of `apt-cache show` output.
+pub fn parse_stanzas(text: &str) -> Vec<Vec<(String, String)>> {
+    text.split("\n\n")
+        .map(parse_stanza)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Resolve several packages with one `apt-cache` call.
+pub fn resolve_many(names: &[String]) -> Result<Vec<PackagePin>, ImageError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = run_capture(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .args(names),
+        APT_HINT,
+    )?;
+    let stanzas = parse_stanzas(&text);
+    names
+        .iter()
+        .map(|name| {
+            let stanza = stanzas
+                .iter()
+                .find(|s| field(s, "Package") == Some(name.as_str()))
+                .ok_or_else(|| ImageError::Tool {
+                    command: format!("apt-cache show --no-all-versions {name}"),
+                    detail: "no such package in the archive".into(),
+                    hint: APT_HINT.into(),
+                })?;
+            pin_from_stanza(name, stanza)
+        })
+        .collect()
+}
+
 fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
     fields
         .iter()
@@ -255,6 +291,13 @@ mod tests {
         assert_eq!(pin.size, 1500);
         let description = field(&fields, "Description").unwrap();
         assert!(description.ends_with("for Linux kernel on cloud."));
+    }
+
+    #[test]
+    fn all_stanzas_are_parsed() {
+        let stanzas = parse_stanzas(SHOW);
+        assert_eq!(stanzas.len(), 2);
+        assert_eq!(field(&stanzas[1], "Version"), Some("6.1.176-1"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod modules;
 pub mod progress;
 pub mod recipe;
 pub mod resolve;
+pub mod rootfs;
 
 pub use error::ImageError;
 pub use manifest::Manifest;
@@ -112,7 +113,10 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
     }
 
     // Download (the metapackage itself holds no files; skip it).
-    let wanted: Vec<&PackagePin> = pins[1..].iter().collect();
+    let wanted: Vec<&PackagePin> = pins
+        .iter()
+        .filter(|p| p.name == kernel.name || recipe.spec.files.iter().any(|f| f.package == p.name))
+        .collect();
     let total: u64 = wanted.iter().map(|p| p.size).sum();
     let bar = progress.download(total);
     let mut debs = Vec::new();
@@ -184,6 +188,23 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
         outputs.push("vmlinux");
     }
     step.finish_and_clear();
+
+    if let Some(rootfs_spec) = &recipe.spec.rootfs {
+        let step = progress.step("building the root filesystem (mmdebstrap)");
+        let modules = kernel_root.join("lib/modules").join(&release);
+        rootfs::build(
+            rootfs_spec,
+            &modules,
+            &release,
+            &work,
+            &out.join("rootfs.ext4"),
+            |line| {
+                step.set_message(format!("mmdebstrap: {line}"));
+            },
+        )?;
+        outputs.push("rootfs.ext4");
+        step.finish_and_clear();
+    }
 
     let mut files = Vec::new();
     for file in outputs {

@@ -13,6 +13,11 @@ const RECIPES: &[(&str, &str, &str)] = &[
         include_str!("../../../images/debian-minimal/init"),
     ),
     (
+        "debian-node",
+        include_str!("../../../images/debian-node/recipe.toml"),
+        include_str!("../../../images/debian-node/init"),
+    ),
+    (
         "host",
         include_str!("../../../images/host/recipe.toml"),
         include_str!("../../../images/host/init"),
@@ -29,6 +34,20 @@ pub struct PackageFile {
     pub from: String,
     /// Path inside the initramfs.
     pub to: String,
+}
+
+/// A Debian root filesystem made with mmdebstrap, packed as ext4.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsSpec {
+    /// Debian suite, e.g. `bookworm`.
+    pub suite: String,
+    /// Archive mirror.
+    pub mirror: String,
+    /// Packages to install (with their dependencies).
+    pub include: Vec<String>,
+    /// Size of `rootfs.ext4` in MiB.
+    pub size_mib: u32,
 }
 
 /// The parsed `recipe.toml`.
@@ -54,6 +73,9 @@ pub struct RecipeSpec {
     /// Files taken from other packages.
     #[serde(default)]
     pub files: Vec<PackageFile>,
+    /// A root disk, for images that have one.
+    #[serde(default)]
+    pub rootfs: Option<RootfsSpec>,
 }
 
 /// A recipe with its source text (the text is part of the cache key).
@@ -116,6 +138,15 @@ impl Recipe {
             recipe_text: recipe_text.to_string(),
             init: init.to_string(),
         })
+    }
+
+    /// Packages named for the root filesystem (empty without one).
+    pub fn rootfs_packages(&self) -> &[String] {
+        self.spec
+            .rootfs
+            .as_ref()
+            .map(|r| r.include.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Parameters for a module, if any.

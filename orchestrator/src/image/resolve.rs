@@ -22,12 +22,16 @@ const APT_STATE: &[&str] = &[
     "/etc/apt/apt.conf.d",
 ];
 
-/// Exact pins for a recipe: kernel metapackage, kernel image, then file packages.
+/// Exact pins for a recipe: kernel metapackage, kernel image, file packages,
+/// then the packages named for the root filesystem.
 pub fn pins_for(recipe: &Recipe, memo_dir: &Path) -> Result<Vec<PackagePin>, ImageError> {
     let mut key = KeyHasher::new("kiln-resolve/1");
     key.field(recipe.spec.kernel.as_bytes());
     for file in &recipe.spec.files {
         key.field(file.package.as_bytes());
+    }
+    for package in recipe.rootfs_packages() {
+        key.field(package.as_bytes());
     }
     fingerprint(&mut key, APT_STATE.iter().map(Path::new));
     let memo = memo_dir.join(format!("{}.json", key.finish()));
@@ -44,6 +48,7 @@ pub fn pins_for(recipe: &Recipe, memo_dir: &Path) -> Result<Vec<PackagePin>, Ima
             pins.push(apt::resolve(&file.package)?);
         }
     }
+    pins.extend(apt::resolve_many(recipe.rootfs_packages())?);
     // The memo is an optimisation: failing to write it is not an error.
     if std::fs::create_dir_all(memo_dir).is_ok() {
         if let Ok(json) = serde_json::to_string(&pins) {
