@@ -1,8 +1,9 @@
 //! Root filesystems: mmdebstrap (unshare mode, tarball output) + `mkfs.ext4 -d`.
 //!
-//! Neither step needs root or mounts: mmdebstrap installs inside a user
-//! namespace and writes a tarball with the right owners, and mke2fs (>= 1.47)
-//! fills the ext4 image straight from that tarball.
+//! No mounts: mmdebstrap installs inside a user namespace and writes a tarball
+//! with the right owners; it is unpacked (keeping owners: root, because
+//! bookworm's mke2fs 1.47.0 cannot read tarballs) and mke2fs fills the ext4
+//! image from the tree.
 
 use super::error::ImageError;
 use super::recipe::RootfsSpec;
@@ -35,6 +36,7 @@ pub fn mmdebstrap_args(
         args.push(format!("--dpkgopt=path-exclude={excluded}"));
     }
     args.push("--customize-hook=echo kiln-node > \"$1/etc/hostname\"".into());
+    args.push("--customize-hook=mkdir -p \"$1/lib/modules\"".into());
     // Special hooks split on whitespace and take no quoting: `build` refuses
     // module paths with whitespace.
     args.push(format!(
@@ -112,21 +114,43 @@ pub fn build(
             "check the package names in the recipe and that unprivileged user namespaces are allowed",
         ));
     }
+    // bookworm's mke2fs (1.47.0) cannot read a tarball: unpack it, keeping
+    // owners (which needs root; the recipe fails clearly otherwise).
+    let tree = work.join("rootfs");
+    std::fs::create_dir_all(&tree)
+        .map_err(ImageError::io("creating the rootfs directory", &tree))?;
+    let unpacked = Command::new("tar")
+        .args(["--numeric-owner", "--same-owner", "-xpf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&tree)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| tool("tar", e.to_string(), "install tar"))?;
+    if !unpacked.status.success() {
+        return Err(tool(
+            "tar -xpf rootfs.tar",
+            String::from_utf8_lossy(&unpacked.stderr).trim().to_string(),
+            "building a root filesystem keeps file owners, which needs root (or e2fsprogs >= 1.47.1)",
+        ));
+    }
     let output = Command::new("mkfs.ext4")
         .args(["-F", "-q", "-L", "kiln-root", "-d"])
-        .arg(&tarball)
+        .arg(&tree)
         .arg(out)
         .arg(format!("{}M", spec.size_mib))
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| tool("mkfs.ext4", e.to_string(), "install e2fsprogs (>= 1.47)"))?;
+        .map_err(|e| tool("mkfs.ext4", e.to_string(), "install e2fsprogs"))?;
     if !output.status.success() {
         return Err(tool(
-            "mkfs.ext4 -d rootfs.tar",
+            "mkfs.ext4 -d",
             String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            "raise size_mib in the recipe if the disk is full; e2fsprogs >= 1.47 reads tarballs",
+            "raise size_mib in the recipe if the disk is full",
         ));
     }
+    std::fs::remove_dir_all(&tree)
+        .map_err(ImageError::io("removing the rootfs directory", &tree))?;
     std::fs::remove_file(&tarball).map_err(ImageError::io("removing the rootfs tarball", &tarball))
 }
 
