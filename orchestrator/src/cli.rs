@@ -54,6 +54,9 @@ pub enum EmulatedHostCommand {
         /// Copy the emulated host's serial console to stderr.
         #[arg(long)]
         console: bool,
+        /// Stop the emulated host after this many seconds (default: no limit).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
         /// Print timings (image, boot-to-command, total) to stderr at the end.
         #[arg(long)]
         timings: bool,

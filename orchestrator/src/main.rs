@@ -50,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             mem_mib,
             shares,
             console,
+            timeout,
             timings,
             argv,
         }) => {
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             opts.mem_mib = mem_mib;
             opts.extra_shares = shares;
             opts.show_console = console;
+            opts.timeout = timeout.map(std::time::Duration::from_secs);
             let outcome = emulated_host::run(&opts)?;
             if timings {
                 let boot = outcome

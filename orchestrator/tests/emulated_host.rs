@@ -81,3 +81,26 @@ fn unknown_image_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_run_over_its_timeout_is_stopped_with_a_clear_error() {
+    if let Some(reason) = skip_reason() {
+        say(&format!("SKIPPED emulated-host timeout test: {reason}"));
+        return;
+    }
+    let output = orchestrator()
+        .args([
+            "emulated-host",
+            "run",
+            "--timeout",
+            "1",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ran longer than 1 s"), "{stderr}");
+}

@@ -40,6 +40,14 @@ pub enum EmulatedHostError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The run took longer than `--timeout`; QEMU was killed.
+    #[error("the emulated host ran longer than {seconds} s and was stopped{detail}")]
+    Timeout {
+        /// The limit.
+        seconds: u64,
+        /// The end of the console.
+        detail: String,
+    },
     /// The guest ended without reporting the command's status.
     #[error("the emulated host stopped without running the command (QEMU {qemu_status}){detail}")]
     NoStatus {
@@ -70,6 +78,8 @@ pub struct RunOptions {
     pub extra_shares: Vec<PathBuf>,
     /// Copy the serial console (kernel log, init messages) to stderr.
     pub show_console: bool,
+    /// Stop QEMU after this long (none: wait for the command).
+    pub timeout: Option<Duration>,
 }
 
 impl RunOptions {
@@ -82,6 +92,7 @@ impl RunOptions {
             cwd: std::env::current_dir()?,
             extra_shares: Vec::new(),
             show_console: false,
+            timeout: None,
         })
     }
 }
@@ -216,7 +227,22 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
             text
         })
     });
-    let qemu_status = child.wait().map_err(io_err("waiting for QEMU"))?;
+    let mut timed_out = false;
+    let qemu_status = loop {
+        match opts.timeout {
+            None => break child.wait().map_err(io_err("waiting for QEMU"))?,
+            Some(limit) => {
+                if let Some(status) = child.try_wait().map_err(io_err("waiting for QEMU"))? {
+                    break status;
+                }
+                if qemu_started.elapsed() > limit {
+                    timed_out = true;
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
     let qemu_wall = qemu_started.elapsed();
     let tail = console.map(|c| c.finish()).unwrap_or_default();
     let qemu_err = qemu_stderr.and_then(|t| t.join().ok()).unwrap_or_default();
@@ -227,6 +253,19 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
         .finish()
         .map_err(io_err("copying the command's stderr"))?;
 
+    let console_tail = |tail: &[String]| {
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\nlast console lines:\n{}", tail.join("\n"))
+        }
+    };
+    if timed_out {
+        return Err(EmulatedHostError::Timeout {
+            seconds: opts.timeout.map(|t| t.as_secs()).unwrap_or(0),
+            detail: console_tail(&tail),
+        });
+    }
     let read = |name: &str| std::fs::read_to_string(run_dir.path().join(name)).ok();
     let boot_seconds = read("boot-seconds").and_then(|s| s.trim().parse().ok());
     match read("status").and_then(|s| s.trim().parse::<i32>().ok()) {
@@ -241,9 +280,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
             if !qemu_err.trim().is_empty() {
                 detail.push_str(&format!("\nQEMU said:\n{}", qemu_err.trim_end()));
             }
-            if !tail.is_empty() {
-                detail.push_str(&format!("\nlast console lines:\n{}", tail.join("\n")));
-            }
+            detail.push_str(&console_tail(&tail));
             Err(EmulatedHostError::NoStatus {
                 qemu_status: qemu_status.to_string(),
                 detail,
