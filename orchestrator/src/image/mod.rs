@@ -117,20 +117,7 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
         .iter()
         .filter(|p| p.name == kernel.name || recipe.spec.files.iter().any(|f| f.package == p.name))
         .collect();
-    let total: u64 = wanted.iter().map(|p| p.size).sum();
-    let bar = progress.download(total);
-    let mut debs = Vec::new();
-    let mut done = 0;
-    for pin in &wanted {
-        bar.set_message(pin.name.clone());
-        let deb = apt::fetch(pin, &cache.join("debs"), |bytes| {
-            bar.set_position(done + bytes.min(pin.size))
-        })?;
-        done += pin.size;
-        bar.set_position(done);
-        debs.push((pin.name.clone(), deb));
-    }
-    bar.finish_and_clear();
+    let debs = download(&progress, &wanted, &cache.join("debs"))?;
 
     let step = progress.step("unpacking packages");
     for (pkg, deb) in &debs {
@@ -141,25 +128,8 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
     let step = progress.step("resolving kernel modules");
     let kernel_root = work.join(&kernel.name);
     let release = kernel_release(&kernel_root)?;
-    let index = modules::ModuleIndex::scan(&kernel_root.join("lib/modules").join(&release))?;
-    let order = index.load_order(&recipe.spec.modules)?;
-    let mut module_entries = Vec::new();
-    let mut packed_modules = Vec::new();
-    for module in &order {
-        let rel = index
-            .relative_path(module)
-            .ok_or_else(|| modules::ModuleError::NotFound(module.clone()))?;
-        let params = recipe.params_for(module).to_string();
-        packed_modules.push(initramfs::PackedModule {
-            file: kernel_root.join("lib/modules").join(&release).join(rel),
-            params: params.clone(),
-        });
-        module_entries.push(ModuleEntry {
-            name: module.clone(),
-            source: rel.display().to_string(),
-            params,
-        });
-    }
+    let modules_dir = kernel_root.join("lib/modules").join(&release);
+    let (packed_modules, module_entries) = collect_modules(&recipe, &modules_dir)?;
     step.finish_and_clear();
 
     let step = progress.step("writing initramfs");
@@ -191,10 +161,9 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
 
     if let Some(rootfs_spec) = &recipe.spec.rootfs {
         let step = progress.step("building the root filesystem (mmdebstrap)");
-        let modules = kernel_root.join("lib/modules").join(&release);
         rootfs::build(
             rootfs_spec,
-            &modules,
+            &modules_dir,
             &release,
             &work,
             &out.join("rootfs.ext4"),
@@ -206,19 +175,7 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
         step.finish_and_clear();
     }
 
-    let mut files = Vec::new();
-    for file in outputs {
-        let path = out.join(file);
-        let size = std::fs::metadata(&path)
-            .map_err(ImageError::io("reading an image file", &path))?
-            .len();
-        let sha256 = sha256_file(&path).map_err(ImageError::io("hashing an image file", &path))?;
-        files.push(ImageFile {
-            name: file.to_string(),
-            size,
-            sha256,
-        });
-    }
+    let files = describe_outputs(&out, &outputs)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: name.to_string(),
@@ -246,6 +203,76 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
         manifest,
         cache_hit: false,
     })
+}
+
+/// Fetch `pins` into the package cache with a byte progress bar.
+fn download(
+    progress: &progress::BuildProgress,
+    pins: &[&PackagePin],
+    debs_dir: &Path,
+) -> Result<Vec<(String, PathBuf)>, ImageError> {
+    let total: u64 = pins.iter().map(|p| p.size).sum();
+    let bar = progress.download(total);
+    let mut debs = Vec::new();
+    let mut done = 0;
+    for pin in pins {
+        bar.set_message(pin.name.clone());
+        let deb = apt::fetch(pin, debs_dir, |bytes| {
+            bar.set_position(done + bytes.min(pin.size))
+        })?;
+        done += pin.size;
+        bar.set_position(done);
+        debs.push((pin.name.clone(), deb));
+    }
+    bar.finish_and_clear();
+    Ok(debs)
+}
+
+/// The recipe's modules plus dependencies, in load order, from `modules_dir`
+/// (`lib/modules/<release>` of the unpacked kernel package).
+fn collect_modules(
+    recipe: &Recipe,
+    modules_dir: &Path,
+) -> Result<(Vec<initramfs::PackedModule>, Vec<ModuleEntry>), ImageError> {
+    let index = modules::ModuleIndex::scan(modules_dir)?;
+    let mut packed = Vec::new();
+    let mut entries = Vec::new();
+    for module in index.load_order(&recipe.spec.modules)? {
+        let rel = index
+            .relative_path(&module)
+            .ok_or_else(|| modules::ModuleError::NotFound(module.clone()))?;
+        let params = recipe.params_for(&module).to_string();
+        packed.push(initramfs::PackedModule {
+            file: modules_dir.join(rel),
+            params: params.clone(),
+        });
+        entries.push(ModuleEntry {
+            source: rel.display().to_string(),
+            name: module,
+            params,
+        });
+    }
+    Ok((packed, entries))
+}
+
+/// Size and SHA-256 of each output file.
+fn describe_outputs(out: &Path, names: &[&str]) -> Result<Vec<ImageFile>, ImageError> {
+    names
+        .iter()
+        .map(|name| {
+            let path = out.join(name);
+            let size = std::fs::metadata(&path)
+                .map_err(ImageError::io("reading an image file", &path))?
+                .len();
+            let sha256 =
+                sha256_file(&path).map_err(ImageError::io("hashing an image file", &path))?;
+            Ok(ImageFile {
+                name: name.to_string(),
+                size,
+                sha256,
+            })
+        })
+        .collect()
 }
 
 /// The cache key of a recipe with its exact package pins.
