@@ -149,19 +149,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
         .tempdir()
         .map_err(io_err("creating the socket directory"))?;
 
-    let mut wanted = vec![
-        cwd.clone(),
-        std::fs::canonicalize(&cache).unwrap_or(cache.clone()),
-    ];
-    if let Some(target) = shares::target_dir(&cwd) {
-        wanted.extend(std::fs::canonicalize(target).ok());
-    }
-    for extra in &opts.extra_shares {
-        wanted.push(
-            std::fs::canonicalize(extra).map_err(io_err(format!("--share {}", extra.display())))?,
-        );
-    }
-    let shares = shares::plan_shares(&wanted);
+    let shares = shares_for(&cwd, &cache, &opts.extra_shares)?;
     let write = |name: &str, text: String| {
         let path = run_dir.path().join(name);
         std::fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))
@@ -182,16 +170,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
     let err_pump = streams::PortPump::start(stderr_socket.clone(), std::io::stderr())
         .map_err(io_err("listening for the command's stderr"))?;
 
-    // With the console shown, show the kernel's messages too.
-    let mut cmdline = if opts.show_console {
-        host.cmdline().replace("quiet", "")
-    } else {
-        host.cmdline().to_string()
-    };
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    if let Some(khz) = qemu::host_tsc_khz(&cpuinfo) {
-        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
-    }
+    let cmdline = kernel_cmdline(host.cmdline(), opts.show_console);
     let plan = qemu::QemuPlan {
         cpus: opts.cpus,
         mem_mib: opts.mem_mib,
@@ -227,22 +206,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
             text
         })
     });
-    let mut timed_out = false;
-    let qemu_status = loop {
-        match opts.timeout {
-            None => break child.wait().map_err(io_err("waiting for QEMU"))?,
-            Some(limit) => {
-                if let Some(status) = child.try_wait().map_err(io_err("waiting for QEMU"))? {
-                    break status;
-                }
-                if qemu_started.elapsed() > limit {
-                    timed_out = true;
-                    let _ = child.kill();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    };
+    let (qemu_status, timed_out) = wait_with_timeout(&mut child, opts.timeout, qemu_started)?;
     let qemu_wall = qemu_started.elapsed();
     let tail = console.map(|c| c.finish()).unwrap_or_default();
     let qemu_err = qemu_stderr.and_then(|t| t.join().ok()).unwrap_or_default();
@@ -286,5 +250,65 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
                 detail,
             })
         }
+    }
+}
+
+/// The directories mounted read-write: the cwd, the Kiln cache, the Cargo
+/// target directory and the user's `--share`s.
+fn shares_for(
+    cwd: &std::path::Path,
+    cache: &std::path::Path,
+    extra: &[PathBuf],
+) -> Result<Vec<shares::Share>, EmulatedHostError> {
+    let mut wanted = vec![
+        cwd.to_path_buf(),
+        std::fs::canonicalize(cache).unwrap_or(cache.to_path_buf()),
+    ];
+    if let Some(target) = shares::target_dir(cwd) {
+        wanted.extend(std::fs::canonicalize(target).ok());
+    }
+    for dir in extra {
+        wanted.push(
+            std::fs::canonicalize(dir).map_err(io_err(format!("--share {}", dir.display())))?,
+        );
+    }
+    Ok(shares::plan_shares(&wanted))
+}
+
+/// The host kernel's command line: the image's, without `quiet` when the
+/// console is shown, plus the host TSC rate (see [`qemu::host_tsc_khz`]).
+fn kernel_cmdline(image_cmdline: &str, show_console: bool) -> String {
+    let mut cmdline = if show_console {
+        image_cmdline.replace("quiet", "")
+    } else {
+        image_cmdline.to_string()
+    };
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if let Some(khz) = qemu::host_tsc_khz(&cpuinfo) {
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    cmdline
+}
+
+/// Wait for QEMU; past `timeout` (from `started`), kill it. Returns its status
+/// and whether it was killed.
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Option<Duration>,
+    started: Instant,
+) -> Result<(std::process::ExitStatus, bool), EmulatedHostError> {
+    let Some(limit) = timeout else {
+        return Ok((child.wait().map_err(io_err("waiting for QEMU"))?, false));
+    };
+    let mut killed = false;
+    loop {
+        if let Some(status) = child.try_wait().map_err(io_err("waiting for QEMU"))? {
+            return Ok((status, killed));
+        }
+        if !killed && started.elapsed() > limit {
+            killed = true;
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
