@@ -1,0 +1,186 @@
+//! Root filesystems: mmdebstrap (unshare mode, tarball output) + `mkfs.ext4 -d`.
+//!
+//! No mounts: mmdebstrap installs inside a user namespace and writes a tarball
+//! with the right owners; it is unpacked (keeping owners: root, because
+//! bookworm's mke2fs 1.47.0 cannot read tarballs) and mke2fs fills the ext4
+//! image from the tree.
+
+use super::error::ImageError;
+use super::recipe::RootfsSpec;
+use crate::emulated_host::script::shell_quote;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The mmdebstrap arguments for `spec`, writing `tarball`.
+///
+/// `modules` (the kernel's `lib/modules/<release>`) is copied in and indexed
+/// with depmod, so systemd can load further modules (nfsd, ...) by name.
+pub fn mmdebstrap_args(
+    spec: &RootfsSpec,
+    modules: &Path,
+    release: &str,
+    tarball: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--mode=unshare".into(),
+        "--variant=apt".into(),
+        "--format=tar".into(),
+        format!("--include={}", spec.include.join(",")),
+    ];
+    for excluded in [
+        "/usr/share/doc/*",
+        "/usr/share/man/*",
+        "/usr/share/locale/*",
+    ] {
+        args.push(format!("--dpkgopt=path-exclude={excluded}"));
+    }
+    args.push("--customize-hook=echo kiln-node > \"$1/etc/hostname\"".into());
+    args.push("--customize-hook=mkdir -p \"$1/lib/modules\"".into());
+    // Special hooks split on whitespace and take no quoting: `build` refuses
+    // module paths with whitespace.
+    args.push(format!(
+        "--customize-hook=copy-in {} /lib/modules",
+        modules.display()
+    ));
+    args.push(format!(
+        "--customize-hook=chroot \"$1\" depmod {}",
+        shell_quote(release)
+    ));
+    // A test machine: root logs in on the console without a password.
+    args.push("--customize-hook=chroot \"$1\" passwd -d root".into());
+    args.push(spec.suite.clone());
+    args.push(tarball.display().to_string());
+    args.push(spec.mirror.clone());
+    args
+}
+
+/// Build `out` (ext4) for `spec`; `on_status` gets mmdebstrap's progress lines.
+pub fn build(
+    spec: &RootfsSpec,
+    modules: &Path,
+    release: &str,
+    work: &Path,
+    out: &Path,
+    mut on_status: impl FnMut(&str),
+) -> Result<(), ImageError> {
+    if modules.display().to_string().contains(char::is_whitespace) {
+        return Err(ImageError::BadRecipe {
+            name: modules.display().to_string(),
+            reason: "mmdebstrap cannot copy in a path with whitespace: use a cache directory without spaces (KILN_CACHE_DIR)".into(),
+        });
+    }
+    let tarball = work.join("rootfs.tar");
+    let args = mmdebstrap_args(spec, modules, release, &tarball);
+    let tool = |command: &str, detail: String, hint: &str| ImageError::Tool {
+        command: command.to_string(),
+        detail,
+        hint: hint.to_string(),
+    };
+    let mut child = Command::new("mmdebstrap")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            tool(
+                "mmdebstrap",
+                e.to_string(),
+                "install it: apt-get install mmdebstrap",
+            )
+        })?;
+    let mut last_lines = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            on_status(&line);
+            last_lines.push(line);
+            if last_lines.len() > 20 {
+                last_lines.remove(0);
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| {
+        tool(
+            "mmdebstrap",
+            e.to_string(),
+            "install it: apt-get install mmdebstrap",
+        )
+    })?;
+    if !status.success() {
+        return Err(tool(
+            "mmdebstrap",
+            last_lines.join("\n"),
+            "check the package names in the recipe and that unprivileged user namespaces are allowed",
+        ));
+    }
+    // bookworm's mke2fs (1.47.0) cannot read a tarball: unpack it, keeping
+    // owners (which needs root; the recipe fails clearly otherwise).
+    let tree = work.join("rootfs");
+    std::fs::create_dir_all(&tree)
+        .map_err(ImageError::io("creating the rootfs directory", &tree))?;
+    let unpacked = Command::new("tar")
+        .args(["--numeric-owner", "--same-owner", "-xpf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&tree)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| tool("tar", e.to_string(), "install tar"))?;
+    if !unpacked.status.success() {
+        return Err(tool(
+            "tar -xpf rootfs.tar",
+            String::from_utf8_lossy(&unpacked.stderr).trim().to_string(),
+            "building a root filesystem keeps file owners, which needs root (or e2fsprogs >= 1.47.1)",
+        ));
+    }
+    let output = Command::new("mkfs.ext4")
+        .args(["-F", "-q", "-L", "kiln-root", "-d"])
+        .arg(&tree)
+        .arg(out)
+        .arg(format!("{}M", spec.size_mib))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| tool("mkfs.ext4", e.to_string(), "install e2fsprogs"))?;
+    if !output.status.success() {
+        return Err(tool(
+            "mkfs.ext4 -d",
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            "raise size_mib in the recipe if the disk is full",
+        ));
+    }
+    std::fs::remove_dir_all(&tree)
+        .map_err(ImageError::io("removing the rootfs directory", &tree))?;
+    std::fs::remove_file(&tarball).map_err(ImageError::io("removing the rootfs tarball", &tarball))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmdebstrap_is_unprivileged_and_includes_everything() {
+        let spec = RootfsSpec {
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            include: vec!["systemd".into(), "nginx".into()],
+            size_mib: 512,
+        };
+        let args = mmdebstrap_args(
+            &spec,
+            Path::new("/c/k's/lib/modules/6.1"),
+            "6.1'x",
+            Path::new("/w/r.tar"),
+        );
+        assert_eq!(args[0], "--mode=unshare");
+        assert!(args.contains(&"--include=systemd,nginx".to_string()));
+        let copy_in = "--customize-hook=copy-in /c/k's/lib/modules/6.1 /lib/modules";
+        assert!(args.contains(&copy_in.to_string()), "{args:?}");
+        let depmod = r#"--customize-hook=chroot "$1" depmod '6.1'\''x'"#;
+        assert!(args.contains(&depmod.to_string()), "{args:?}");
+        assert_eq!(
+            &args[args.len() - 3..],
+            ["bookworm", "/w/r.tar", "http://deb.debian.org/debian"]
+        );
+    }
+}
