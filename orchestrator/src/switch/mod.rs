@@ -1,0 +1,102 @@
+//! A userspace L2 switch, one per cluster network.
+//!
+//! The switch binds a Unix datagram socket at a path. Each VMM's virtio-net switch backend
+//! sends one raw Ethernet frame per datagram to that path from its own socket; the source
+//! address of those datagrams is the VM's port, and replies go back to it with `sendto`.
+//! Frames are switched as a learning bridge would: source MACs are learned per port (and
+//! forgotten after an ageing time), unicast to a known MAC goes to its port only, and
+//! broadcast, multicast and unknown unicast go to every other port.
+//!
+//! Faults are per directed link between nodes and can change while the switch runs:
+//! block (one way or both, i.e. partition), loss with a seeded random source, and delay.
+//! The switch runs on its own thread; [`SwitchHandle`] controls it and stops it on drop.
+
+mod error;
+mod frame;
+mod handle;
+mod link;
+mod peer;
+mod state;
+mod stats;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use error::SwitchError;
+pub use frame::{MAX_FRAME, MIN_FRAME};
+pub use handle::SwitchHandle;
+pub use link::LinkRule;
+pub use stats::{PortInfo, PortStats};
+
+/// Settings of a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// Seed of the random sources used for loss; the same seed and traffic give the same drops.
+    pub seed: u64,
+    /// A learned MAC address is forgotten after this long without a frame from it.
+    pub mac_ageing: Duration,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            seed: 0,
+            mac_ageing: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Starts switches.
+#[derive(Debug)]
+pub struct Switch;
+
+impl Switch {
+    /// Binds a switch socket at `path` and starts switching on a new thread.
+    pub fn start(path: impl AsRef<Path>, seed: u64) -> Result<SwitchHandle, SwitchError> {
+        Self::start_with(
+            path,
+            SwitchConfig {
+                seed,
+                ..SwitchConfig::default()
+            },
+        )
+    }
+
+    /// Like [`Switch::start`] with every setting given.
+    pub fn start_with(
+        path: impl AsRef<Path>,
+        config: SwitchConfig,
+    ) -> Result<SwitchHandle, SwitchError> {
+        let path = path.as_ref().to_path_buf();
+        let socket = UnixDatagram::bind(&path).map_err(|source| SwitchError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        let cleanup = |e: std::io::Error| {
+            let _ = std::fs::remove_file(&path);
+            SwitchError::Setup(e)
+        };
+        socket.set_nonblocking(true).map_err(cleanup)?;
+        let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(cleanup)?;
+        let state = Arc::new(Mutex::new(state::State::new(
+            config.seed,
+            config.mac_ageing,
+        )));
+        let worker_state = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name("kiln-switch".to_string())
+            .spawn(move || worker::run(socket, wake_rx, worker_state))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&path);
+                SwitchError::Thread(e)
+            })?;
+        tracing::debug!(path = %path.display(), seed = config.seed, "switch started");
+        Ok(SwitchHandle::new(path, state, wake_tx, thread))
+    }
+}
