@@ -22,6 +22,8 @@ mod worker;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vmm_interop_tests;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -73,8 +75,10 @@ impl Switch {
         path: impl AsRef<Path>,
         config: SwitchConfig,
     ) -> Result<SwitchHandle, SwitchError> {
-        let path = path.as_ref().to_path_buf();
-        let socket = UnixDatagram::bind(&path).map_err(|source| SwitchError::Bind {
+        // VMMs accept frames only from the exact path they send to; an absolute path makes
+        // `SwitchHandle::path` the one to hand them.
+        let path = std::path::absolute(path.as_ref()).map_err(SwitchError::Setup)?;
+        let socket = bind(&path).map_err(|source| SwitchError::Bind {
             path: path.clone(),
             source,
         })?;
@@ -99,4 +103,26 @@ impl Switch {
         tracing::debug!(path = %path.display(), seed = config.seed, "switch started");
         Ok(SwitchHandle::new(path, state, wake_tx, thread))
     }
+}
+
+/// Binds the switch socket, replacing a stale socket file left by a switch that died
+/// (one nobody receives on); a live switch at the path is left alone.
+fn bind(path: &Path) -> std::io::Result<UnixDatagram> {
+    match UnixDatagram::bind(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && is_stale_socket(path) => {
+            tracing::info!(path = %path.display(), "switch: replacing stale socket");
+            std::fs::remove_file(path)?;
+            UnixDatagram::bind(path)
+        }
+        other => other,
+    }
+}
+
+fn is_stale_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket
+        && UnixDatagram::unbound()
+            .and_then(|probe| probe.connect(path))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
 }

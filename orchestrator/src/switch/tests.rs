@@ -314,6 +314,29 @@ fn stop_and_drop_remove_the_socket() {
 }
 
 #[test]
+fn stale_socket_is_replaced_but_live_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    // A socket file nobody receives on, as a killed switch leaves behind.
+    drop(UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
+    let sw = Switch::start(&path, 0).unwrap();
+    let a = Peer::new(&path, 1);
+    let b = Peer::new(&path, 2);
+    b.send(BROADCAST, b"b");
+    a.send(BROADCAST, b"a");
+    assert_eq!(b.recv(), b"a");
+    // A regular file is not a socket and must not be deleted.
+    drop(sw);
+    std::fs::write(&path, b"not a socket").unwrap();
+    assert!(matches!(
+        Switch::start(&path, 0),
+        Err(SwitchError::Bind { .. })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
+
+#[test]
 fn malformed_frames_are_counted_and_dropped() {
     let (_dir, sw, p) = setup(1, 2);
     p[0].send_raw(&[0u8; 13]);
