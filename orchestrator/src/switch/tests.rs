@@ -113,6 +113,12 @@ fn setup(seed: u64, n: u8) -> (tempfile::TempDir, SwitchHandle, Vec<Peer>) {
 }
 
 #[test]
+fn handle_is_shareable_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<SwitchHandle>();
+}
+
+#[test]
 fn learned_unicast_reaches_only_its_port() {
     let (_dir, sw, p) = setup(1, 3);
     p[0].send(p[1].mac, b"to-2");
