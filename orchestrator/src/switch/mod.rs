@@ -10,6 +10,10 @@
 //! Faults are per directed link between nodes and can change while the switch runs:
 //! block (one way or both, i.e. partition), loss with a seeded random source, and delay.
 //! The switch runs on its own thread; [`SwitchHandle`] controls it and stops it on drop.
+//!
+//! Like a real switch it never waits for a slow peer: a frame a peer's socket will not take
+//! at once (Linux queues at most `net.unix.max_dgram_qlen` datagrams, 10 by default, for an
+//! unconnected receiver) is dropped and counted in that port's `dropped`.
 
 mod error;
 mod frame;
