@@ -3,7 +3,7 @@
 
 mod error;
 mod graph;
-pub mod locate;
+mod locate;
 mod model;
 mod scenario;
 pub mod schema;

@@ -55,7 +55,8 @@ impl SwitchHandle {
     }
 
     /// Names the port whose peer socket is `peer` as `node`, so links can be addressed by node.
-    /// Attaching the same pair again is a no-op.
+    /// Attaching the same pair again is a no-op. A node restarted with a new socket is
+    /// re-attached with [`SwitchHandle::detach`] then `attach`; its MAC moves with its traffic.
     pub fn attach(&self, node: &str, peer: &SocketAddr) -> Result<(), SwitchError> {
         let peer = PeerAddr::from_std(peer).ok_or(SwitchError::UnnamedPeer)?;
         lock(&self.state).attach(node, peer)

@@ -193,6 +193,27 @@ fn mac_ageing_forgets_and_floods_again() {
 }
 
 #[test]
+fn restarted_node_gets_its_mac_on_the_new_port() {
+    let (_dir, sw, p) = setup(1, 2);
+    // node2's VMM restarts: new socket, same MAC, same node name.
+    let restarted = Peer::new(sw.path(), 2);
+    assert!(sw.detach("node2"));
+    sw.attach("node2", &restarted.addr()).unwrap();
+    restarted.send(BROADCAST, b"back");
+    assert_eq!(p[0].recv(), b"back");
+    p[0].send(restarted.mac, b"welcome");
+    assert_eq!(restarted.recv(), b"welcome");
+    assert_eq!(p[1].try_recv(), None);
+    // Link rules follow the node name, not the socket.
+    sw.block("node1", "node2");
+    p[0].send(restarted.mac, b"blocked");
+    restarted.send(BROADCAST, b"sync");
+    assert_eq!(p[0].recv(), b"sync");
+    assert_eq!(restarted.try_recv(), None);
+    assert_eq!(sw.stats("node2").unwrap().dropped, 1);
+}
+
+#[test]
 fn partition_is_symmetric_and_heal_restores() {
     let (_dir, sw, p) = setup(1, 3);
     sw.partition("node1", "node2");
