@@ -69,18 +69,36 @@ fn measure(vmm: &Path, img: &Path, runs: usize) {
     };
     let qemu = || {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-M", "microvm,rtc=on", "-accel", "kvm", "-cpu", "host", "-m", "256"])
-            .args(["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"])
-            .args(["-serial", "stdio", "-kernel"])
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", cmdline]);
+        c.args([
+            "-M",
+            "microvm,rtc=on",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", cmdline]);
         c
     };
     println!("debian-minimal boot, {runs} runs each, seconds from launch");
     let mut rows = Vec::new();
-    for (name, make) in [("kiln vmm", &kiln as &dyn Fn() -> Command), ("qemu microvm", &qemu)] {
+    for (name, make) in [
+        ("kiln vmm", &kiln as &dyn Fn() -> Command),
+        ("qemu microvm", &qemu),
+    ] {
         let (mut init, mut off) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             match boot_once(make()) {
