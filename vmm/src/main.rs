@@ -114,6 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let seccomp = cfg.seccomp;
     let vmm = match vmm::start(cfg) {
         Ok(v) => v,
         Err(e) => {
@@ -122,6 +123,10 @@ fn main() -> ExitCode {
         }
     };
     stop_on_signals(vmm.handle());
+    if seccomp {
+        // Last: threads started after this would inherit the main thread's filter.
+        vmm::seccomp::apply(vmm::seccomp::ThreadRole::Main);
+    }
     let reason = vmm.wait();
     tracing::info!("{}", reason.describe());
     ExitCode::from(reason.exit_code() as u8)

@@ -53,6 +53,9 @@ const COMMON: &[i64] = &[
     // Devices remove their socket files when dropped, on whichever thread drops them last.
     libc::SYS_unlink,
     libc::SYS_unlinkat,
+    // The SIGINT/SIGTERM handler (signal-hook) wakes its thread with send(2) on a socket
+    // pair, on whichever thread the signal lands.
+    libc::SYS_sendto,
 ];
 
 fn role_syscalls(role: ThreadRole) -> &'static [i64] {

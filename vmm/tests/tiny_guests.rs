@@ -342,3 +342,28 @@ fn bad_user_input_gets_one_clear_line_and_nonzero_exit() {
         assert!(lines.len() <= 3, "{args:?}: too chatty: {stderr}");
     }
 }
+
+#[test]
+fn vmm_binary_stops_cleanly_on_sigterm_and_removes_its_socket() {
+    let s = Scratch::new("sigterm");
+    let mut a = Asm::new();
+    a.print("up\n").halt_forever();
+    let kernel = s.kernel(a);
+    let sock = s.path("api.sock");
+    let mut child = vmm_bin()
+        .args(["--kernel", kernel.to_str().unwrap(), "--serial", "off", "--api-sock"])
+        .arg(&sock)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "API socket never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(api(&sock, r#"{"op":"status"}"#)["status"]["state"], "running");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!sock.exists(), "API socket left behind");
+}

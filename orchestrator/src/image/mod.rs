@@ -73,6 +73,15 @@ impl ImageDir {
     pub fn cmdline(&self) -> &str {
         &self.manifest.cmdline
     }
+
+    /// Opens an image directory that was built before (it holds a `manifest.json`).
+    pub fn open(dir: &Path) -> Result<ImageDir, ImageError> {
+        load_existing(dir)?.ok_or_else(|| ImageError::BadRecipe {
+            name: dir.display().to_string(),
+            reason: "no manifest.json there: build the image with `orchestrator image build`"
+                .into(),
+        })
+    }
 }
 
 /// Names of the images `build` knows.

@@ -1,0 +1,157 @@
+//! A guest booted by Kiln's `vmm` binary, reached through its agent over vsock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to boot.
+pub struct GuestSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub mem_mib: u32,
+    pub cpus: u8,
+    /// `--disk` values.
+    pub disks: Vec<String>,
+    /// `--net` values.
+    pub nets: Vec<String>,
+}
+
+/// A running `vmm` process. Killed on drop, so a failing test leaves nothing behind.
+pub struct Guest {
+    child: Child,
+    pub vsock_uds: PathBuf,
+    pub serial: PathBuf,
+    pub started: Instant,
+}
+
+impl Guest {
+    /// Starts `vmm` with `spec`; sockets and logs go in `dir`.
+    pub fn start(vmm: &Path, spec: &GuestSpec, dir: &Path) -> Guest {
+        let vsock_uds = dir.join("vsock.sock");
+        let serial = dir.join("serial.log");
+        let mut cmd = Command::new(vmm);
+        cmd.arg("--kernel")
+            .arg(&spec.kernel)
+            .arg("--initrd")
+            .arg(&spec.initrd)
+            .args(["--cmdline", &spec.cmdline])
+            .args(["--mem", &spec.mem_mib.to_string()])
+            .args(["--cpus", &spec.cpus.to_string()])
+            .arg("--vsock")
+            .arg(format!("cid=3,uds={}", vsock_uds.display()))
+            .arg("--serial")
+            .arg(&serial)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        for d in &spec.disks {
+            cmd.args(["--disk", d]);
+        }
+        for n in &spec.nets {
+            cmd.args(["--net", n]);
+        }
+        let started = Instant::now();
+        let child = cmd.spawn().expect("vmm starts");
+        Guest {
+            child,
+            vsock_uds,
+            serial,
+            started,
+        }
+    }
+
+    /// The serial console so far.
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into()
+    }
+
+    fn fail(&mut self, what: &str) -> ! {
+        let console = self.console();
+        let tail: Vec<&str> = console.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{what}\n--- last serial console lines ---\n{}",
+            tail.join("\n")
+        );
+    }
+
+    /// Waits until the console contains `needle`; returns the time since `vmm` started.
+    pub fn wait_console(&mut self, needle: &str, timeout: Duration) -> Duration {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.console().contains(needle) {
+                return self.started.elapsed();
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.fail(&format!(
+                    "vmm exited ({st}) before the console showed {needle:?}"
+                ));
+            }
+            if Instant::now() > end {
+                self.fail(&format!(
+                    "console did not show {needle:?} within {timeout:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects to the guest agent over vsock, retrying while the guest boots.
+    pub async fn agent(&mut self, timeout: Duration) -> agent::Client {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(c) = agent::Client::connect_vsock_uds(&self.vsock_uds, 10700).await {
+                return c;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.fail(&format!("vmm exited ({st}) before the agent answered"));
+            }
+            if Instant::now() > end {
+                self.fail(&format!("agent did not answer within {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for `vmm` to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            if Instant::now() > end {
+                self.fail(&format!("vmm still running {timeout:?} after power-off"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("kiln-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
