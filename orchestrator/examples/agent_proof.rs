@@ -9,6 +9,7 @@
 //!     ./target/debug/examples/agent_proof "$IMG" ./target/release/vmm
 //! ```
 //!
+//! `KILN_PROOF_VMM_ARGS` adds whitespace-separated arguments to `vmm`.
 //! An image with a `rootfs.ext4` boots from it as `/dev/vda` (read-write): pass a
 //! private copy as a third argument (`cp --reflink=auto --sparse=always`), or one is
 //! made in a temporary directory.
@@ -62,6 +63,11 @@ async fn main() -> Result<()> {
         .arg(format!("cid={GUEST_CID},uds={}", uds.display()))
         .arg("--serial")
         .arg(&serial)
+        .args(
+            std::env::var("KILN_PROOF_VMM_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if manifest.file("rootfs.ext4").is_some() {
@@ -105,7 +111,7 @@ async fn main() -> Result<()> {
     ensure!(out.status == ExitStatus::Code(7), "exit code: {out:?}");
 
     let blob: Vec<u8> = (0..1_000_000u32)
-        .map(|i| (i * 2_654_435_761 >> 24) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let put_at = Instant::now();
     client.put_bytes(&blob, "/tmp/proof.bin", 0o640).await?;
