@@ -41,6 +41,12 @@ pub enum ImageError {
         /// Actual.
         got: String,
     },
+    /// The guest agent could not be built or found.
+    #[error("guest agent for the image: {reason}")]
+    Agent {
+        /// What went wrong and how to fix it.
+        reason: String,
+    },
     /// Kernel module lookup failed.
     #[error(transparent)]
     Module(#[from] super::modules::ModuleError),

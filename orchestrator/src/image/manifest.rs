@@ -46,6 +46,9 @@ pub struct Manifest {
     pub packages: Vec<PackagePin>,
     /// Modules in load order.
     pub modules: Vec<ModuleEntry>,
+    /// SHA-256 of the guest agent binary, for images that carry one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_sha256: Option<String>,
     /// Output files.
     pub files: Vec<ImageFile>,
     /// Build time in seconds since the Unix epoch.
@@ -100,6 +103,7 @@ mod tests {
                 source: "kernel/arch/x86/kvm/kvm-amd.ko".into(),
                 params: "nested=1".into(),
             }],
+            agent_sha256: Some("55".into()),
             files: vec![ImageFile {
                 name: "vmlinuz".into(),
                 size: 7,

@@ -7,6 +7,7 @@
 //! (`dpkg-deb -x`), writes kernel + initramfs + manifest into a temporary
 //! directory and renames it into place.
 
+pub mod agent_bin;
 pub mod apt;
 pub mod cpio;
 pub mod error;
@@ -23,11 +24,15 @@ pub use error::ImageError;
 pub use manifest::Manifest;
 
 use crate::cache::{cache_root, sha256_file, sha256_hex, KeyHasher};
+use agent_bin::AgentBinary;
 use apt::PackagePin;
 use manifest::{ImageFile, ModuleEntry, MANIFEST_FORMAT};
-use recipe::Recipe;
+use recipe::{AgentPlacement, Recipe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Where the agent lives in an initramfs (the init script execs it).
+pub const INITRAMFS_AGENT_PATH: &str = "bin/kiln-agent";
 
 /// Bump when the build procedure changes what it produces for the same inputs.
 const BUILDER_VERSION: &str = "kiln-image/1";
@@ -101,7 +106,18 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
         reason: "kernel package did not resolve".into(),
     })?;
     step.finish_and_clear();
-    let key = cache_key(&recipe, &pins);
+    let agent = match recipe.spec.agent {
+        Some(_) => {
+            let step = progress.step("building the static guest agent (about a minute when cold)");
+            tracing::info!(image = name, "building the static guest agent");
+            let agent = agent_bin::locate()?;
+            step.finish_and_clear();
+            tracing::info!(path = %agent.path.display(), sha256 = %agent.sha256, "guest agent ready");
+            Some(agent)
+        }
+        None => None,
+    };
+    let key = cache_key(&recipe, &pins, agent.as_ref());
     let dir = cache.join("images").join(format!("{name}-{}", &key[..16]));
     if let Some(found) = load_existing(&dir)? {
         tracing::info!(image = name, path = %dir.display(), "image cache hit");
@@ -142,7 +158,7 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
     step.finish_and_clear();
 
     let step = progress.step("writing initramfs");
-    let files = recipe
+    let mut files: Vec<initramfs::PackedFile> = recipe
         .spec
         .files
         .iter()
@@ -151,6 +167,12 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
             to: f.to.clone(),
         })
         .collect();
+    if let (Some(AgentPlacement::Initramfs), Some(agent)) = (recipe.spec.agent, &agent) {
+        files.push(initramfs::PackedFile {
+            file: agent.path.clone(),
+            to: INITRAMFS_AGENT_PATH.to_string(),
+        });
+    }
     let spec = initramfs::InitramfsSpec {
         init: &recipe.init,
         files,
@@ -168,6 +190,9 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
     }
     step.finish_and_clear();
 
+    let rootfs_agent = agent
+        .as_ref()
+        .filter(|_| recipe.spec.agent == Some(AgentPlacement::Rootfs));
     if let Some(rootfs_spec) = &recipe.spec.rootfs {
         let step = progress.step("building the root filesystem (mmdebstrap)");
         rootfs::build(
@@ -175,6 +200,7 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
             &modules_dir,
             &release,
             &work,
+            rootfs_agent.map(|a| a.path.as_path()),
             &out.join("rootfs.ext4"),
             |line| {
                 step.set_message(format!("mmdebstrap: {line}"));
@@ -195,6 +221,7 @@ pub fn build_in(name: &str, cache: &Path) -> Result<ImageDir, ImageError> {
         cmdline: recipe.spec.cmdline.clone(),
         packages: pins,
         modules: module_entries,
+        agent_sha256: agent.as_ref().map(|a| a.sha256.clone()),
         files,
         built_at_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -284,12 +311,16 @@ fn describe_outputs(out: &Path, names: &[&str]) -> Result<Vec<ImageFile>, ImageE
         .collect()
 }
 
-/// The cache key of a recipe with its exact package pins.
-pub fn cache_key(recipe: &Recipe, pins: &[PackagePin]) -> String {
+/// The cache key of a recipe with its exact package pins and guest agent.
+pub fn cache_key(recipe: &Recipe, pins: &[PackagePin], agent: Option<&AgentBinary>) -> String {
     let mut key = KeyHasher::new(BUILDER_VERSION);
     key.field(recipe.name.as_bytes())
         .field(recipe.recipe_text.as_bytes())
         .field(recipe.init.as_bytes());
+    if let Some(agent) = agent {
+        key.field(agent.sha256.as_bytes())
+            .field(agent_bin::SERVICE_UNIT.as_bytes());
+    }
     for pin in pins {
         key.field(pin.name.as_bytes())
             .field(pin.version.as_bytes())
@@ -371,23 +402,32 @@ mod tests {
             pin("linux-image-x", "1", "aa"),
             pin("busybox-static", "2", "bb"),
         ];
-        let base = cache_key(&recipe, &pins);
-        assert_eq!(base, cache_key(&recipe, &pins));
+        let base = cache_key(&recipe, &pins, None);
+        assert_eq!(base, cache_key(&recipe, &pins, None));
         let newer = vec![
             pin("linux-image-x", "1", "aa"),
             pin("busybox-static", "3", "bb"),
         ];
-        assert_ne!(base, cache_key(&recipe, &newer));
+        assert_ne!(base, cache_key(&recipe, &newer, None));
         let rehashed = vec![
             pin("linux-image-x", "1", "aa"),
             pin("busybox-static", "2", "cc"),
         ];
-        assert_ne!(base, cache_key(&recipe, &rehashed));
+        assert_ne!(base, cache_key(&recipe, &rehashed, None));
         let mut edited = recipe.clone();
         edited.init.push_str("# edit\n");
-        assert_ne!(base, cache_key(&edited, &pins));
+        assert_ne!(base, cache_key(&edited, &pins, None));
         let other = Recipe::load("host").unwrap();
-        assert_ne!(base, cache_key(&other, &pins));
+        assert_ne!(base, cache_key(&other, &pins, None));
+        // A changed agent is a new image; the same agent is the same key.
+        let agent = |sha: &str| AgentBinary {
+            path: "/a".into(),
+            sha256: sha.into(),
+        };
+        let with_agent = cache_key(&recipe, &pins, Some(&agent("11")));
+        assert_ne!(base, with_agent);
+        assert_eq!(with_agent, cache_key(&recipe, &pins, Some(&agent("11"))));
+        assert_ne!(with_agent, cache_key(&recipe, &pins, Some(&agent("12"))));
     }
 
     #[test]
@@ -407,6 +447,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             packages: vec![],
             modules: vec![],
+            agent_sha256: None,
             files: vec![],
             built_at_unix: 0,
             build_seconds: 0.0,

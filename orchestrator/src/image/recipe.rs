@@ -50,6 +50,16 @@ pub struct RootfsSpec {
     pub size_mib: u32,
 }
 
+/// Where an image carries the Kiln guest agent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentPlacement {
+    /// `/bin/kiln-agent` in the initramfs; the init execs it as PID 1.
+    Initramfs,
+    /// `/usr/local/bin/kiln-agent` in `rootfs.ext4` with an enabled systemd unit.
+    Rootfs,
+}
+
 /// The parsed `recipe.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +86,9 @@ pub struct RecipeSpec {
     /// A root disk, for images that have one.
     #[serde(default)]
     pub rootfs: Option<RootfsSpec>,
+    /// Where the guest agent goes (none when absent).
+    #[serde(default)]
+    pub agent: Option<AgentPlacement>,
 }
 
 /// A recipe with its source text (the text is part of the cache key).
@@ -119,6 +132,9 @@ impl Recipe {
         let spec: RecipeSpec = toml::from_str(recipe_text).map_err(|e| bad(e.to_string()))?;
         if !init.starts_with("#!") {
             return Err(bad("init must start with #!".into()));
+        }
+        if spec.agent == Some(AgentPlacement::Rootfs) && spec.rootfs.is_none() {
+            return Err(bad("agent = \"rootfs\" needs a [rootfs] section".into()));
         }
         for param_module in spec.module_params.keys() {
             let wanted = super::modules::normalize(param_module);
@@ -174,6 +190,11 @@ mod tests {
         let host = Recipe::load("host").unwrap();
         assert_eq!(host.params_for("kvm-amd"), "nested=1");
         assert_eq!(host.params_for("kvm"), "");
+        assert_eq!(host.spec.agent, None);
+        let minimal = Recipe::load("debian-minimal").unwrap();
+        assert_eq!(minimal.spec.agent, Some(AgentPlacement::Initramfs));
+        let node = Recipe::load("debian-node").unwrap();
+        assert_eq!(node.spec.agent, Some(AgentPlacement::Rootfs));
     }
 
     #[test]
@@ -196,5 +217,10 @@ mod tests {
             .to_string()
             .contains("kvm"));
         assert!(Recipe::parse("x", "description = \"d\"\nkernel = \"k\"", "echo").is_err());
+        let no_rootfs = "description = \"d\"\nkernel = \"k\"\nagent = \"rootfs\"\n";
+        assert!(Recipe::parse("x", no_rootfs, init)
+            .unwrap_err()
+            .to_string()
+            .contains("[rootfs]"));
     }
 }

@@ -5,6 +5,7 @@
 //! bookworm's mke2fs 1.47.0 cannot read tarballs) and mke2fs fills the ext4
 //! image from the tree.
 
+use super::agent_bin::{SERVICE_NAME, SERVICE_UNIT};
 use super::error::ImageError;
 use super::recipe::RootfsSpec;
 use crate::emulated_host::script::shell_quote;
@@ -55,12 +56,14 @@ pub fn mmdebstrap_args(
     args
 }
 
-/// Build `out` (ext4) for `spec`; `on_status` gets mmdebstrap's progress lines.
+/// Build `out` (ext4) for `spec`, with the guest agent `agent` installed as a
+/// systemd service if given; `on_status` gets mmdebstrap's progress lines.
 pub fn build(
     spec: &RootfsSpec,
     modules: &Path,
     release: &str,
     work: &Path,
+    agent: Option<&Path>,
     out: &Path,
     mut on_status: impl FnMut(&str),
 ) -> Result<(), ImageError> {
@@ -134,6 +137,9 @@ pub fn build(
             "building a root filesystem keeps file owners, which needs root (or e2fsprogs >= 1.47.1)",
         ));
     }
+    if let Some(agent) = agent {
+        install_agent(&tree, agent)?;
+    }
     let output = Command::new("mkfs.ext4")
         .args(["-F", "-q", "-L", "kiln-root", "-d"])
         .arg(&tree)
@@ -152,6 +158,34 @@ pub fn build(
     std::fs::remove_dir_all(&tree)
         .map_err(ImageError::io("removing the rootfs directory", &tree))?;
     std::fs::remove_file(&tarball).map_err(ImageError::io("removing the rootfs tarball", &tarball))
+}
+
+/// Where the agent goes in a root filesystem (the unit's `ExecStart`).
+pub const ROOTFS_AGENT_PATH: &str = "usr/local/bin/kiln-agent";
+
+/// Install the agent and its unit into the unpacked tree `root`, enabled in
+/// `sysinit.target` (what `systemctl enable` would link, without a chroot).
+pub fn install_agent(root: &Path, agent: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = root.join(ROOTFS_AGENT_PATH);
+    let units = root.join("etc/systemd/system");
+    let wants = units.join("sysinit.target.wants");
+    for dir in [bin.parent().unwrap_or(root), &wants] {
+        std::fs::create_dir_all(dir).map_err(ImageError::io("creating a rootfs directory", dir))?;
+    }
+    std::fs::copy(agent, &bin).map_err(ImageError::io("installing the guest agent", &bin))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+        .map_err(ImageError::io("installing the guest agent", &bin))?;
+    let unit = units.join(SERVICE_NAME);
+    std::fs::write(&unit, SERVICE_UNIT).map_err(ImageError::io("writing the agent unit", &unit))?;
+    let link = wants.join(SERVICE_NAME);
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ImageError::io("enabling the agent unit", &link)(e)),
+    }
+    std::os::unix::fs::symlink(format!("/etc/systemd/system/{SERVICE_NAME}"), &link)
+        .map_err(ImageError::io("enabling the agent unit", &link))
 }
 
 #[cfg(test)]
@@ -181,6 +215,35 @@ mod tests {
         assert_eq!(
             &args[args.len() - 3..],
             ["bookworm", "/w/r.tar", "http://deb.debian.org/debian"]
+        );
+    }
+
+    #[test]
+    fn agent_is_installed_and_enabled_early() {
+        let root = tempfile::tempdir().unwrap();
+        let agent = root.path().join("agent-bin");
+        std::fs::write(&agent, b"\x7fELF agent").unwrap();
+        install_agent(root.path(), &agent).unwrap();
+        // Twice: a rebuild over the same tree must not fail on the existing link.
+        install_agent(root.path(), &agent).unwrap();
+        let bin = root.path().join(ROOTFS_AGENT_PATH);
+        assert_eq!(std::fs::read(&bin).unwrap(), b"\x7fELF agent");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let unit =
+            std::fs::read_to_string(root.path().join("etc/systemd/system/kiln-agent.service"))
+                .unwrap();
+        assert!(unit.contains("ExecStart=/usr/local/bin/kiln-agent serve --vsock 10700"));
+        assert!(unit.contains("DefaultDependencies=no"));
+        let link = root
+            .path()
+            .join("etc/systemd/system/sysinit.target.wants/kiln-agent.service");
+        assert_eq!(
+            std::fs::read_link(link).unwrap(),
+            Path::new("/etc/systemd/system/kiln-agent.service")
         );
     }
 }
