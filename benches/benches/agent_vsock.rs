@@ -137,7 +137,10 @@ fn shell_over_serial(img: &Path, runs: usize) -> Vec<f64> {
         .arg(img.join("vmlinuz"))
         .arg("-initrd")
         .arg(img.join("initrd.img"))
-        .args(["-append", "console=ttyS0 quiet panic=-1 kiln.shell"])
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 kiln.noagent kiln.shell",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -17,7 +17,7 @@ use kiln_benches::{release_vmm, Percentiles};
 use orchestrator::host_kind::kvm_can_boot_linux;
 
 const INSIDE: &str = "KILN_BENCH_INSIDE";
-const FIRST_LINE: &str = "kiln-init: start";
+const FIRST_LINE: &str = "kiln-init: ready";
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -55,7 +55,8 @@ fn main() {
 }
 
 fn measure(vmm: &Path, img: &Path, runs: usize) {
-    let cmdline = "console=ttyS0 quiet panic=-1 kiln.bench";
+    // `kiln.noagent`: the init reports and powers off by itself instead of starting the agent.
+    let cmdline = "console=ttyS0 quiet panic=-1 kiln.noagent";
     let kernel = img.join("vmlinuz");
     let initrd = img.join("initrd.img");
     let kiln = || {
