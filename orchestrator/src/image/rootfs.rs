@@ -237,7 +237,10 @@ mod tests {
             std::fs::read_to_string(root.path().join("etc/systemd/system/kiln-agent.service"))
                 .unwrap();
         assert!(unit.contains("ExecStart=/usr/local/bin/kiln-agent serve --vsock 10700"));
-        assert!(unit.contains("DefaultDependencies=no"));
+        assert!(
+            unit.contains("DefaultDependencies=no")
+                && unit.contains("systemd-tmpfiles-setup.service")
+        );
         let link = root
             .path()
             .join("etc/systemd/system/sysinit.target.wants/kiln-agent.service");
