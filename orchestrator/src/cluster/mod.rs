@@ -1,0 +1,40 @@
+//! Node lifecycle and the test API: running a [`crate::spec::ClusterSpec`] as `vmm`
+//! processes on userspace switches.
+//!
+//! - [`RunDir`]: the run's files (sockets, logs, per-node disks), removed at the end.
+//! - [`NodeLaunch`]: the pure translation of a node to `vmm` arguments.
+//! - [`Node`]: one `vmm` process: `start`, `stop`, `crash`, `restart`, `freeze`/`thaw`,
+//!   `wait_ready`, and the NixOS-style test API (`succeed`, `fail`, `execute`,
+//!   `wait_until_succeeds`, `wait_for_unit`, `wait_for_open_port`, `wait_for_file`,
+//!   `wait_for_console_text`, `copy_to`/`copy_from`).
+//! - [`Cluster`]: switches + nodes, boot waves, `partition`/`block`/`heal`/`set_link` by
+//!   node name, teardown on drop; [`install_teardown_on_signals`] for Ctrl-C.
+//!
+//! Switch ports are named after nodes by predicting the `vmm`'s port address from its pid
+//! (see `wiring`), so link rules hold from the guest's first frame.
+
+mod cluster;
+mod console;
+mod control;
+mod error;
+mod launch;
+mod node;
+mod process;
+mod run_dir;
+mod signals;
+mod test_api;
+mod wait;
+mod wiring;
+
+#[cfg(test)]
+mod tests;
+
+pub use cluster::{prepare_disks, Cluster, ClusterOptions};
+pub use console::Console;
+pub use error::{ClusterError, Result};
+pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, NodeImage, NodeLaunch, Nic};
+pub use node::{agent_runtime, Node, StopPhase, Timeouts, AGENT_PORT};
+pub use run_dir::{check_socket_path, NodePaths, RunDir, MAX_SOCKET_PATH};
+pub use signals::{install_teardown_on_signals, teardown_everything};
+pub use test_api::CommandOutput;
+pub use wiring::vmm_port_name;
