@@ -80,26 +80,30 @@ impl Cluster {
                 seed: options.seed,
                 ..SwitchConfig::default()
             };
-            let handle = Switch::start_with(&path, config).map_err(|source| ClusterError::Switch {
-                network: net.name.clone(),
-                source,
-            })?;
+            let handle =
+                Switch::start_with(&path, config).map_err(|source| ClusterError::Switch {
+                    network: net.name.clone(),
+                    source,
+                })?;
             switches.push((net.name.clone(), Arc::new(handle)));
         }
         let rt = agent_runtime()?;
         let mut nodes = Vec::new();
         for (index, node_spec) in spec.nodes.iter().enumerate() {
-            let image = images.get(&node_spec.image).ok_or_else(|| ClusterError::MissingImage {
-                node: node_spec.name.clone(),
-                image: node_spec.image.clone(),
-            })?;
+            let image = images
+                .get(&node_spec.image)
+                .ok_or_else(|| ClusterError::MissingImage {
+                    node: node_spec.name.clone(),
+                    image: node_spec.image.clone(),
+                })?;
             let index = u16::try_from(index).map_err(|_| ClusterError::BadNode {
                 node: node_spec.name.clone(),
                 reason: "a cluster holds at most 65536 nodes".into(),
             })?;
             let paths = run_dir.create_node(&node_spec.name)?;
-            let launch =
-                NodeLaunch::from_spec(node_spec, index, image, &paths, |n| run_dir.switch_socket(n))?;
+            let launch = NodeLaunch::from_spec(node_spec, index, image, &paths, |n| {
+                run_dir.switch_socket(n)
+            })?;
             prepare_disks(&launch, image)?;
             let node_switches = launch
                 .nics

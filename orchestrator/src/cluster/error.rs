@@ -143,7 +143,9 @@ pub enum ClusterError {
         known: String,
     },
     /// A node's image was not given.
-    #[error("node {node} uses image {image:?}, which was not provided: build it and pass its directory")]
+    #[error(
+        "node {node} uses image {image:?}, which was not provided: build it and pass its directory"
+    )]
     MissingImage {
         /// The node.
         node: String,
@@ -191,7 +193,10 @@ fn last_seen(last: &Option<String>) -> String {
 
 impl ClusterError {
     /// An [`ClusterError::Io`] maker for `map_err`.
-    pub(crate) fn io(what: impl Into<String>, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    pub(crate) fn io(
+        what: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> ClusterError {
         let (what, path) = (what.into(), path.into());
         move |source| ClusterError::Io { what, path, source }
     }

@@ -32,7 +32,7 @@ mod tests;
 pub use cluster::{prepare_disks, Cluster, ClusterOptions};
 pub use console::Console;
 pub use error::{ClusterError, Result};
-pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, NodeImage, NodeLaunch, Nic};
+pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch};
 pub use node::{agent_runtime, Node, StopPhase, Timeouts, AGENT_PORT};
 pub use run_dir::{check_socket_path, NodePaths, RunDir, MAX_SOCKET_PATH};
 pub use signals::{install_teardown_on_signals, teardown_everything};

@@ -148,7 +148,8 @@ impl Node {
 
     /// The `vmm` pid while running.
     pub fn pid(&mut self) -> Option<u32> {
-        self.is_running().then(|| self.process.as_ref().map(VmmProcess::pid))?
+        self.is_running()
+            .then(|| self.process.as_ref().map(VmmProcess::pid))?
     }
 
     /// Whether its `vmm` runs (reaps it if it exited).
@@ -197,9 +198,9 @@ impl Node {
             self.kill_and_clean();
             return Err(e);
         }
-        let result = self.wait_api_up().and_then(|()| {
-            wiring::check_bound(&self.launch.name, pid, self.switches.len())
-        });
+        let result = self
+            .wait_api_up()
+            .and_then(|()| wiring::check_bound(&self.launch.name, pid, self.switches.len()));
         if result.is_err() {
             self.kill_and_clean();
         }
@@ -210,13 +211,18 @@ impl Node {
         let name = self.name().to_string();
         let api = self.paths.api_sock.clone();
         let timeout = self.timeouts.start;
-        poll_until(&name, || "the vmm control API to answer".into(), timeout, || {
-            self.check_alive("while starting")?;
-            match control::request(&api, "status", Duration::from_secs(5)) {
-                Ok(_) => Ok(Probe::Done(())),
-                Err(e) => Ok(Probe::NotYet(e)),
-            }
-        })
+        poll_until(
+            &name,
+            || "the vmm control API to answer".into(),
+            timeout,
+            || {
+                self.check_alive("while starting")?;
+                match control::request(&api, "status", Duration::from_secs(5)) {
+                    Ok(_) => Ok(Probe::Done(())),
+                    Err(e) => Ok(Probe::NotYet(e)),
+                }
+            },
+        )
     }
 
     /// Fails with the end of `vmm.log` if the `vmm` exited.

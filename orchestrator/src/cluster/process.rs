@@ -72,8 +72,16 @@ impl VmmProcess {
     /// Starts `vmm` with `args`, its stdout and stderr appended to `log`, in its own process
     /// group (a terminal's Ctrl-C reaches the orchestrator, which tears down in order), and
     /// killed by the kernel if the orchestrator dies.
-    pub fn spawn(vmm: &Path, args: &[OsString], log: &Path, paths: &NodePaths) -> std::io::Result<VmmProcess> {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    pub fn spawn(
+        vmm: &Path,
+        args: &[OsString],
+        log: &Path,
+        paths: &NodePaths,
+    ) -> std::io::Result<VmmProcess> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(vmm);
         cmd.args(args)

@@ -111,8 +111,10 @@ impl RunDir {
 
     /// A new, uniquely named run directory (`cluster-XXXXXX`) inside `parent`.
     pub fn create_in(parent: &Path, keep: bool) -> Result<RunDir> {
-        std::fs::create_dir_all(parent)
-            .map_err(ClusterError::io("creating the run directory parent", parent))?;
+        std::fs::create_dir_all(parent).map_err(ClusterError::io(
+            "creating the run directory parent",
+            parent,
+        ))?;
         let dir = tempfile::Builder::new()
             .prefix("cluster-")
             .tempdir_in(parent)
@@ -125,9 +127,10 @@ impl RunDir {
     /// Uses `path` as the run directory, creating it; it must not hold anything yet.
     pub fn at(path: &Path, keep: bool) -> Result<RunDir> {
         let path = std::path::absolute(path).map_err(ClusterError::io("resolving", path))?;
-        std::fs::create_dir_all(&path).map_err(ClusterError::io("creating the run directory", &path))?;
-        let mut entries =
-            std::fs::read_dir(&path).map_err(ClusterError::io("reading the run directory", &path))?;
+        std::fs::create_dir_all(&path)
+            .map_err(ClusterError::io("creating the run directory", &path))?;
+        let mut entries = std::fs::read_dir(&path)
+            .map_err(ClusterError::io("reading the run directory", &path))?;
         if entries.next().is_some() {
             return Err(ClusterError::Io {
                 what: "using the run directory".into(),
@@ -203,7 +206,9 @@ impl RunDir {
         match std::fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ClusterError::io("removing the run directory", &self.path)(e)),
+            Err(e) => Err(ClusterError::io("removing the run directory", &self.path)(
+                e,
+            )),
         }
     }
 }
@@ -238,7 +243,9 @@ pub fn remove_sockets_under(dir: &Path) -> Result<()> {
         Err(e) => return Err(ClusterError::io("reading", dir)(e)),
     };
     for entry in entries.flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             remove_sockets_under(&entry.path())?;
         } else if kind.is_socket() {

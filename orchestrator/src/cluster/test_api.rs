@@ -128,7 +128,9 @@ impl Node {
             || {
                 Ok(match self.run(command) {
                     Ok(o) if (o.code == 0) == success => Probe::Done(o.stdout),
-                    Ok(o) => Probe::NotYet(format!("exit code {}, stderr: {}", o.code, o.stderr.trim())),
+                    Ok(o) => {
+                        Probe::NotYet(format!("exit code {}, stderr: {}", o.code, o.stderr.trim()))
+                    }
                     Err(e) => Probe::NotYet(e.to_string()),
                 })
             },
@@ -141,13 +143,20 @@ impl Node {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = agent::client::Result<bool>>,
     {
-        poll_until(self.name(), || what.clone(), timeout, || {
-            Ok(match self.with_agent(&what, Duration::from_secs(30), &query) {
-                Ok(true) => Probe::Done(()),
-                Ok(false) => Probe::NotYet("not yet".into()),
-                Err(e) => Probe::NotYet(e.to_string()),
-            })
-        })
+        poll_until(
+            self.name(),
+            || what.clone(),
+            timeout,
+            || {
+                Ok(
+                    match self.with_agent(&what, Duration::from_secs(30), &query) {
+                        Ok(true) => Probe::Done(()),
+                        Ok(false) => Probe::NotYet("not yet".into()),
+                        Err(e) => Probe::NotYet(e.to_string()),
+                    },
+                )
+            },
+        )
     }
 
     /// Waits until the systemd unit is active.
@@ -161,9 +170,11 @@ impl Node {
 
     /// Waits until something listens on TCP `port`.
     pub fn wait_for_open_port(&self, port: u16, timeout: Duration) -> Result<()> {
-        self.wait_for_flag(format!("TCP port {port} to listen"), timeout, move |c| async move {
-            c.is_port_open(port).await
-        })
+        self.wait_for_flag(
+            format!("TCP port {port} to listen"),
+            timeout,
+            move |c| async move { c.is_port_open(port).await },
+        )
     }
 
     /// Waits until `path` exists in the guest.
@@ -185,12 +196,21 @@ impl Node {
         })?;
         poll_until(
             self.name(),
-            || format!("console text /{pattern}/ in {}", self.paths.serial_log.display()),
+            || {
+                format!(
+                    "console text /{pattern}/ in {}",
+                    self.paths.serial_log.display()
+                )
+            },
             timeout,
             || {
-                let found = lock(&self.console)
-                    .find(&re)
-                    .map_err(super::error::ClusterError::io("reading", &self.paths.serial_log))?;
+                let found =
+                    lock(&self.console)
+                        .find(&re)
+                        .map_err(super::error::ClusterError::io(
+                            "reading",
+                            &self.paths.serial_log,
+                        ))?;
                 Ok(match found {
                     Some(line) => Probe::Done(line),
                     None => Probe::NotYet(format!("console tail: {}", lock(&self.console).tail(1))),
@@ -210,9 +230,11 @@ impl Node {
             & 0o7777;
         let local = local.to_path_buf();
         let remote_s = remote.to_string();
-        self.with_agent(&format!("copying {} to {remote}", local.display()), self.timeouts.command, |c| async move {
-            c.put_file(&local, &remote_s, mode).await
-        })
+        self.with_agent(
+            &format!("copying {} to {remote}", local.display()),
+            self.timeouts.command,
+            |c| async move { c.put_file(&local, &remote_s, mode).await },
+        )
     }
 
     /// Copies `remote` from the guest to the host file `local`, hash-checked; returns the
@@ -220,8 +242,10 @@ impl Node {
     pub fn copy_from(&self, remote: &str, local: &Path) -> Result<u64> {
         let local_p = local.to_path_buf();
         let remote_s = remote.to_string();
-        self.with_agent(&format!("copying {remote} to {}", local.display()), self.timeouts.command, |c| async move {
-            c.get_file(&remote_s, &local_p).await.map(|info| info.size)
-        })
+        self.with_agent(
+            &format!("copying {remote} to {}", local.display()),
+            self.timeouts.command,
+            |c| async move { c.get_file(&remote_s, &local_p).await.map(|info| info.size) },
+        )
     }
 }

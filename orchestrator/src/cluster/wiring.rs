@@ -26,10 +26,12 @@ pub fn vmm_port_name(pid: u32, nic: usize) -> String {
 pub fn attach(node: &str, pid: u32, switches: &[(String, Arc<SwitchHandle>)]) -> Result<()> {
     for (nic, (network, switch)) in switches.iter().enumerate() {
         switch.detach(node);
-        let addr = SocketAddr::from_abstract_name(vmm_port_name(pid, nic).as_bytes())
-            .map_err(|e| ClusterError::Switch {
-                network: network.clone(),
-                source: crate::switch::SwitchError::Setup(e),
+        let addr =
+            SocketAddr::from_abstract_name(vmm_port_name(pid, nic).as_bytes()).map_err(|e| {
+                ClusterError::Switch {
+                    network: network.clone(),
+                    source: crate::switch::SwitchError::Setup(e),
+                }
             })?;
         switch
             .attach(node, &addr)
