@@ -13,7 +13,6 @@
 //! Switch ports are named after nodes by predicting the `vmm`'s port address from its pid
 //! (see `wiring`), so link rules hold from the guest's first frame.
 
-mod cluster;
 mod console;
 mod control;
 mod error;
@@ -23,13 +22,13 @@ mod process;
 mod run_dir;
 mod signals;
 mod test_api;
+mod topology;
 mod wait;
 mod wiring;
 
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{prepare_disks, Cluster, ClusterOptions};
 pub use console::Console;
 pub use error::{ClusterError, Result};
 pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch};
@@ -37,4 +36,5 @@ pub use node::{agent_runtime, Node, StopPhase, Timeouts, AGENT_PORT};
 pub use run_dir::{check_socket_path, NodePaths, RunDir, MAX_SOCKET_PATH};
 pub use signals::{install_teardown_on_signals, teardown_everything};
 pub use test_api::CommandOutput;
+pub use topology::{prepare_disks, Cluster, ClusterOptions};
 pub use wiring::vmm_port_name;

@@ -247,6 +247,24 @@ impl Node {
         }
     }
 
+    /// Like `check_alive` through `&self`, for the waits of the test API: a node that is
+    /// not running fails at once instead of at the end of a long timeout.
+    fn check_alive_shared(&self) -> Result<()> {
+        match &self.process {
+            None => Err(ClusterError::NotRunning {
+                node: self.name().to_string(),
+            }),
+            Some(p) if p.has_exited() => Err(ClusterError::VmmExited {
+                node: self.name().to_string(),
+                status: "see the log".into(),
+                when: "while waiting for its agent".into(),
+                log: self.paths.vmm_log.clone(),
+                tail: tail_of(&self.paths.vmm_log, 20),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn require_running(&mut self) -> Result<()> {
         if self.is_running() {
             Ok(())
@@ -407,6 +425,7 @@ impl Node {
             || format!("the agent to answer on vsock port {AGENT_PORT}"),
             timeout,
             || {
+                self.check_alive_shared()?;
                 let attempt = self.rt.block_on(async {
                     tokio::time::timeout(
                         Duration::from_secs(5),

@@ -155,6 +155,11 @@ impl VmmProcess {
         }
     }
 
+    /// Whether it has exited, without reaping it (works through `&self`).
+    pub fn has_exited(&self) -> bool {
+        self.status.is_some() || exited(&self.pidfd)
+    }
+
     /// Sends `signal` (no effect once it exited).
     pub fn signal(&self, signal: Signal) {
         if self.status.is_none() {

@@ -131,6 +131,7 @@ impl Node {
                     Ok(o) => {
                         Probe::NotYet(format!("exit code {}, stderr: {}", o.code, o.stderr.trim()))
                     }
+                    Err(e) if ends_waiting(&e) => return Err(e),
                     Err(e) => Probe::NotYet(e.to_string()),
                 })
             },
@@ -152,6 +153,7 @@ impl Node {
                     match self.with_agent(&what, Duration::from_secs(30), &query) {
                         Ok(true) => Probe::Done(()),
                         Ok(false) => Probe::NotYet("not yet".into()),
+                        Err(e) if ends_waiting(&e) => return Err(e),
                         Err(e) => Probe::NotYet(e.to_string()),
                     },
                 )
@@ -248,4 +250,12 @@ impl Node {
             |c| async move { c.get_file(&remote_s, &local_p).await.map(|info| info.size) },
         )
     }
+}
+
+/// Errors no amount of waiting fixes: the node is not running.
+fn ends_waiting(e: &ClusterError) -> bool {
+    matches!(
+        e,
+        ClusterError::NotRunning { .. } | ClusterError::VmmExited { .. }
+    )
 }

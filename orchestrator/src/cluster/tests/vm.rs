@@ -99,6 +99,19 @@ networks = [{ network = "net0", address = "10.0.0.2/24" }]
     );
     let err = node.freeze().unwrap_err().to_string();
     assert!(err.contains("node tiny1 is not running"), "{err}");
+    // The test API fails at once on a node that is not running, not at the end of a wait.
+    node.timeouts.ready = Duration::from_secs(120);
+    let t = std::time::Instant::now();
+    let err = node
+        .wait_until_succeeds("true", Duration::from_secs(120))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("node tiny1 is not running"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "waited {:?}",
+        t.elapsed()
+    );
 
     // Restart: a new vmm, re-attached; the console cursor skips the first boot's output.
     node.start().unwrap();
