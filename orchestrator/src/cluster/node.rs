@@ -420,6 +420,7 @@ impl Node {
             return Ok(c);
         }
         let vsock = self.paths.vsock_sock.clone();
+        let deadline = Instant::now() + timeout;
         let client = poll_until(
             self.name(),
             || format!("the agent to answer on vsock port {AGENT_PORT}"),
@@ -427,8 +428,10 @@ impl Node {
             || {
                 self.check_alive_shared()?;
                 let attempt = self.rt.block_on(async {
+                    // One attempt never outlives the whole wait.
+                    let left = deadline.saturating_duration_since(Instant::now());
                     tokio::time::timeout(
-                        Duration::from_secs(5),
+                        left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
                         agent::Client::connect_vsock_uds(&vsock, AGENT_PORT),
                     )
                     .await

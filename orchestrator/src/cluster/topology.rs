@@ -175,12 +175,12 @@ impl Cluster {
         self.nodes.iter().map(Node::name).collect()
     }
 
-    /// The switch of `network`.
-    pub fn switch(&self, network: &str) -> Option<&SwitchHandle> {
+    /// The switch of `network` (stopped at teardown even if the handle is kept).
+    pub fn switch(&self, network: &str) -> Option<Arc<SwitchHandle>> {
         self.switches
             .iter()
             .find(|(n, _)| n == network)
-            .map(|(_, s)| s.as_ref())
+            .map(|(_, s)| Arc::clone(s))
     }
 
     /// Boots every node that is not running, wave by wave: the nodes of a wave start one
