@@ -179,6 +179,9 @@ pub enum ClusterError {
         /// The cause.
         source: regex::Error,
     },
+    /// The signal handler could not be installed.
+    #[error("cannot install the SIGINT/SIGTERM teardown handler: {0}")]
+    Signals(String),
     /// The async runtime for agent connections could not start.
     #[error("cannot start the agent runtime: {0}")]
     Runtime(std::io::Error),

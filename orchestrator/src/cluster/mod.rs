@@ -12,6 +12,34 @@
 //!
 //! Switch ports are named after nodes by predicting the `vmm`'s port address from its pid
 //! (see `wiring`), so link rules hold from the guest's first frame.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//! use orchestrator::cluster::{install_teardown_on_signals, Cluster, ClusterOptions, NodeImage};
+//! use orchestrator::spec::ClusterSpec;
+//!
+//! install_teardown_on_signals()?; // Ctrl-C: every vmm stopped, run directory removed
+//! let spec = ClusterSpec::from_file("cluster.toml")?;
+//! let image = orchestrator::image::build("debian-node")?;
+//! let images = HashMap::from([("debian-node".to_string(), NodeImage::from_image_dir(&image))]);
+//! let mut cluster = Cluster::new(&spec, &images, ClusterOptions::new("target/release/vmm"))?;
+//! cluster.boot()?; // waves from depends_on, each wave in parallel, readiness checks
+//! let db = cluster.node("node01")?;
+//! db.succeed("etcdctl put k v")?;
+//! cluster.partition("node01", "node02")?;
+//! cluster.node("node02")?.wait_until_fails("etcdctl get k", Duration::from_secs(30))?;
+//! cluster.heal();
+//! cluster.node_mut("node03")?.crash()?;
+//! cluster.node_mut("node03")?.start()?;
+//! cluster.node("node03")?.wait_ready()?;
+//! cluster.teardown()?; // also on drop, e.g. when a test panics
+//! # Ok(()) }
+//! ```
+//!
+//! Every call blocks (agent I/O runs on an internal tokio runtime); do not call them from
+//! inside an async runtime.
 
 mod console;
 mod control;

@@ -35,7 +35,7 @@ pub fn install_teardown_on_signals() -> Result<()> {
                 .map_err(|e| e.to_string())
         })
         .clone()
-        .map_err(|e| ClusterError::Runtime(std::io::Error::other(e)))
+        .map_err(ClusterError::Signals)
 }
 
 /// Stops every registered `vmm` and finishes every open run directory.

@@ -127,9 +127,16 @@ networks = [{ network = "net0", address = "10.0.0.2/24" }]
         .unwrap();
     assert_eq!(port.peer, format!("@kiln-net-{pid2}-0"));
 
+    // restart = stop (the API shutdown phase: a tiny guest has no agent) + start.
+    node.restart().unwrap();
+    let pid3 = node.pid().unwrap();
+    assert_ne!(pid2, pid3);
+    node.wait_for_console_text("tiny guest up", BOOT).unwrap();
+    assert!(!net_ports_of(pid2));
+
     assert_eq!(node.stop().unwrap(), StopPhase::ApiShutdown);
     assert!(!node.is_running());
-    assert!(!net_ports_of(pid2));
+    assert!(!net_ports_of(pid3));
     assert!(sockets_under(&paths.dir).is_empty());
     assert_eq!(node.stop().unwrap(), StopPhase::NotRunning);
 }
