@@ -331,3 +331,27 @@ fn cluster_teardown_on_sigint_leaves_no_process_or_socket() {
     assert!(stderr.contains("signal 2: stopping every VM"), "{stderr}");
     assert_nothing_left(dir.path(), &vmms);
 }
+
+#[test]
+fn vmms_die_with_an_orchestrator_killed_by_sigkill() {
+    if !kvm_or_skip("vmm death with the orchestrator") {
+        return;
+    }
+    vmm_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, vmms) = spawn_child("sigkill", dir.path());
+    let pid = rustix::process::Pid::from_raw(child.process.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let (status, _) = child.finish();
+    assert_eq!(status.code(), None, "{status}");
+    // Nothing can clean up after SIGKILL; the kernel ends the vmms (PR_SET_PDEATHSIG).
+    let run = dir.path().join("run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !processes_mentioning(run.to_str().unwrap()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vmms {vmms:?} outlived the orchestrator"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
