@@ -148,8 +148,11 @@ impl Node {
 
     /// The `vmm` pid while running.
     pub fn pid(&mut self) -> Option<u32> {
-        self.is_running()
-            .then(|| self.process.as_ref().map(VmmProcess::pid))?
+        if self.is_running() {
+            self.process.as_ref().map(VmmProcess::pid)
+        } else {
+            None
+        }
     }
 
     /// Whether its `vmm` runs (reaps it if it exited).
