@@ -1,7 +1,8 @@
 //! Kiln orchestrator: guest images, the emulated KVM host, host detection, cluster specs,
-//! boot planning and the userspace network switch.
+//! boot planning, the userspace network switch and the node lifecycle.
 
 pub mod cache;
+pub mod cluster;
 pub mod emulated_host;
 pub mod host_kind;
 pub mod image;
