@@ -160,16 +160,17 @@ fn shell_over_serial(img: &Path, runs: usize, cmd: &str) -> Vec<f64> {
             }
         }
     });
-    // Sends `cmd; echo MARKER` and reads until a line that is exactly MARKER (the console also
-    // echoes the command line itself, which contains the marker after other text). Returns
-    // false if the marker did not come back within `wait`.
-    let mut round_trip = |cmd: &str, marker: &str, wait: Duration| -> bool {
-        writeln!(input, "{cmd}; echo {marker}").unwrap();
+    // Sends `cmd; echo MARKER` and reads until a line holding MARKER (kernel messages may
+    // share the line). Returns false if the marker did not come back within `wait`.
+    // The marker is assembled by printf, so the echoed command line never contains it.
+    let mut round_trip = |cmd: &str, tag: &str, wait: Duration| -> bool {
+        let marker = format!("<{tag}>");
+        writeln!(input, "{cmd}; printf '<%s>\\n' {tag}").unwrap();
         input.flush().unwrap();
         let end = Instant::now() + wait;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match lines.recv_timeout(left) {
-                Ok(line) if line.trim_end_matches('\r') == marker => return true,
+                Ok(line) if line.contains(&marker) => return true,
                 Ok(_) => {}
                 Err(_) => return false,
             }
@@ -177,9 +178,9 @@ fn shell_over_serial(img: &Path, runs: usize, cmd: &str) -> Vec<f64> {
         false
     };
     // Input sent before the shell opens the console is lost: ask until it answers. No prompt
-    // and no echo afterwards, so each answer is exactly the marker line.
+    // and no echo afterwards.
     let boot = Instant::now();
-    while !round_trip("PS1=; stty -echo", "KILN-READY", Duration::from_millis(500)) {
+    while !round_trip("PS1=; stty -echo", "READY", Duration::from_millis(500)) {
         assert!(
             boot.elapsed() < Duration::from_secs(120),
             "no shell on the serial console"

@@ -58,6 +58,9 @@ const COMMON: &[i64] = &[
     libc::SYS_sendto,
     // std's HashMap seeds its hasher from getrandom(2) the first time a thread makes one.
     libc::SYS_getrandom,
+    // glibc's malloc opens /proc/sys/vm/overcommit_memory the first time it shrinks a thread
+    // arena's heap (after a large buffer is freed on a device or vCPU thread).
+    libc::SYS_openat,
 ];
 
 fn role_syscalls(role: ThreadRole) -> &'static [i64] {
