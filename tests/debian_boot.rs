@@ -15,33 +15,20 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use e2e::guest::{Guest, GuestSpec, Scratch};
-use e2e::{say, Placement};
+use e2e::say;
 
 const MARKER: &[u8] = b"KILN-E2E-DISK-MARKER-5f3a";
 /// The MAC the vmm gives the first network device when none is set.
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x4b, 0x4c, 0x00];
 
-fn image_env(name: &str, var: &'static str) -> (&'static str, String) {
-    (var, e2e::image(name).path.display().to_string())
-}
-
-fn image_from_env(var: &str) -> orchestrator::image::ImageDir {
-    let path = std::env::var(var).unwrap_or_else(|_| panic!("{var} not set"));
-    orchestrator::image::ImageDir::open(path.as_ref()).expect("image directory readable")
-}
-
 #[test]
 fn debian_minimal_boots_with_disk_net_and_vsock() {
-    const TEST: &str = "debian_minimal_boots_with_disk_net_and_vsock";
     let _serial = e2e::one_at_a_time();
-    if let Placement::EmulatedHost = e2e::placement() {
-        e2e::vmm_binary();
-        let env = [image_env("debian-minimal", "KILN_E2E_IMAGE")];
-        return e2e::rerun_in_emulated_host(TEST, &env);
-    }
-    let img = match std::env::var("KILN_E2E_IMAGE") {
-        Ok(_) => image_from_env("KILN_E2E_IMAGE"),
-        Err(_) => e2e::image("debian-minimal"),
+    let Some(img) = e2e::prepare(
+        "debian_minimal_boots_with_disk_net_and_vsock",
+        "debian-minimal",
+    ) else {
+        return;
     };
     let vmm = e2e::vmm_binary();
     let dir = Scratch::new("minimal");
@@ -68,11 +55,7 @@ fn debian_minimal_boots_with_disk_net_and_vsock() {
         nets: vec![format!("switch={}", switch_path.display())],
     };
     let mut guest = Guest::start(&vmm, &spec, &dir.0);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    e2e::runtime().block_on(async {
         let agent = guest.agent(Duration::from_secs(180)).await;
         let ready = guest.started.elapsed();
 
@@ -125,16 +108,9 @@ fn debian_minimal_boots_with_disk_net_and_vsock() {
 
 #[test]
 fn debian_node_boots_systemd_on_ext4_root() {
-    const TEST: &str = "debian_node_boots_systemd_on_ext4_root";
     let _serial = e2e::one_at_a_time();
-    if let Placement::EmulatedHost = e2e::placement() {
-        e2e::vmm_binary();
-        let env = [image_env("debian-node", "KILN_E2E_IMAGE")];
-        return e2e::rerun_in_emulated_host(TEST, &env);
-    }
-    let img = match std::env::var("KILN_E2E_IMAGE") {
-        Ok(_) => image_from_env("KILN_E2E_IMAGE"),
-        Err(_) => e2e::image("debian-node"),
+    let Some(img) = e2e::prepare("debian_node_boots_systemd_on_ext4_root", "debian-node") else {
+        return;
     };
     let vmm = e2e::vmm_binary();
     let dir = Scratch::new("node");
@@ -159,11 +135,7 @@ fn debian_node_boots_systemd_on_ext4_root() {
         nets: vec![],
     };
     let mut guest = Guest::start(&vmm, &spec, &dir.0);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    e2e::runtime().block_on(async {
         let agent = guest.agent(Duration::from_secs(300)).await;
         let ready = guest.started.elapsed();
         let mut waited = 0;

@@ -17,7 +17,7 @@ use kiln_benches::{release_vmm, Percentiles};
 use orchestrator::host_kind::kvm_can_boot_linux;
 
 const INSIDE: &str = "KILN_BENCH_INSIDE";
-const FIRST_LINE: &str = "kiln-init: start";
+const FIRST_LINE: &str = "kiln-init: ready";
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -55,7 +55,8 @@ fn main() {
 }
 
 fn measure(vmm: &Path, img: &Path, runs: usize) {
-    let cmdline = "console=ttyS0 quiet panic=-1 kiln.bench";
+    // `kiln.noagent`: the init reports and powers off by itself instead of starting the agent.
+    let cmdline = "console=ttyS0 quiet panic=-1 kiln.noagent";
     let kernel = img.join("vmlinuz");
     let initrd = img.join("initrd.img");
     let kiln = || {
@@ -69,18 +70,36 @@ fn measure(vmm: &Path, img: &Path, runs: usize) {
     };
     let qemu = || {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-M", "microvm,rtc=on", "-accel", "kvm", "-cpu", "host", "-m", "256"])
-            .args(["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"])
-            .args(["-serial", "stdio", "-kernel"])
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", cmdline]);
+        c.args([
+            "-M",
+            "microvm,rtc=on",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", cmdline]);
         c
     };
     println!("debian-minimal boot, {runs} runs each, seconds from launch");
     let mut rows = Vec::new();
-    for (name, make) in [("kiln vmm", &kiln as &dyn Fn() -> Command), ("qemu microvm", &qemu)] {
+    for (name, make) in [
+        ("kiln vmm", &kiln as &dyn Fn() -> Command),
+        ("qemu microvm", &qemu),
+    ] {
         let (mut init, mut off) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             match boot_once(make()) {

@@ -1,6 +1,11 @@
-//! Kiln orchestrator: guest images, the emulated KVM host, host detection.
+//! Kiln orchestrator: guest images, the emulated KVM host, host detection, cluster specs,
+//! boot planning, the userspace network switch and the node lifecycle.
 
 pub mod cache;
+pub mod cluster;
 pub mod emulated_host;
 pub mod host_kind;
 pub mod image;
+pub mod plan;
+pub mod spec;
+pub mod switch;

@@ -110,6 +110,31 @@ pub fn vmm_binary() -> PathBuf {
     bin
 }
 
+/// Prepares an end-to-end test that boots `image_name`: returns the image to boot here, or
+/// `None` when the test was re-run inside the emulated KVM host instead (and passed there).
+pub fn prepare(test: &str, image_name: &str) -> Option<orchestrator::image::ImageDir> {
+    const IMAGE: &str = "KILN_E2E_IMAGE";
+    if let Placement::EmulatedHost = placement() {
+        vmm_binary();
+        let img = image(image_name);
+        rerun_in_emulated_host(test, &[(IMAGE, img.path.display().to_string())]);
+        return None;
+    }
+    Some(match std::env::var(IMAGE) {
+        Ok(dir) => orchestrator::image::ImageDir::open(dir.as_ref())
+            .unwrap_or_else(|e| panic!("{IMAGE}={dir}: {e}")),
+        Err(_) => image(image_name),
+    })
+}
+
+/// A single-threaded async runtime for the agent client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Builds (or finds in the cache) a guest image and says how long it took.
 pub fn image(name: &str) -> orchestrator::image::ImageDir {
     let t = std::time::Instant::now();

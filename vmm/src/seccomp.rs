@@ -56,6 +56,8 @@ const COMMON: &[i64] = &[
     // The SIGINT/SIGTERM handler (signal-hook) wakes its thread with send(2) on a socket
     // pair, on whichever thread the signal lands.
     libc::SYS_sendto,
+    // std's HashMap seeds its hasher from getrandom(2) the first time a thread makes one.
+    libc::SYS_getrandom,
 ];
 
 fn role_syscalls(role: ThreadRole) -> &'static [i64] {

@@ -351,16 +351,28 @@ fn vmm_binary_stops_cleanly_on_sigterm_and_removes_its_socket() {
     let kernel = s.kernel(a);
     let sock = s.path("api.sock");
     let mut child = vmm_bin()
-        .args(["--kernel", kernel.to_str().unwrap(), "--serial", "off", "--api-sock"])
+        .args([
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--serial",
+            "off",
+            "--api-sock",
+        ])
         .arg(&sock)
         .spawn()
         .unwrap();
     let t = Instant::now();
     while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "API socket never appeared");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "API socket never appeared"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(api(&sock, r#"{"op":"status"}"#)["status"]["state"], "running");
+    assert_eq!(
+        api(&sock, r#"{"op":"status"}"#)["status"]["state"],
+        "running"
+    );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

@@ -141,6 +141,28 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Adds a device handler to the running event loop (from a vCPU thread, during activation).
+pub fn add_to_event_loop(
+    endpoint: &EventLoopEndpoint,
+    handler: Subscriber,
+) -> Result<event_manager::SubscriberId, ActivateError> {
+    endpoint
+        .call_blocking(move |ops| Ok::<_, event_manager::Error>(ops.add_subscriber(handler)))
+        .map_err(|e| ActivateError::EventLoop(format!("{e:?}")))
+}
+
+/// Takes a device handler off the event loop (on reset); failures are logged, since the
+/// device is going away either way.
+pub fn remove_from_event_loop(
+    endpoint: &EventLoopEndpoint,
+    id: event_manager::SubscriberId,
+    device: &str,
+) {
+    if let Err(e) = endpoint.call_blocking(move |ops| ops.remove_subscriber(id).map(drop)) {
+        tracing::warn!("{device}: cannot remove handler from the event loop: {e:?}");
+    }
+}
+
 /// Copies the bytes of `config` at `offset` into `data`, zero-filling anything out of range.
 pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);

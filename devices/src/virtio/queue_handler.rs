@@ -8,7 +8,10 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberId
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateContext, ActivateError, EventLoopEndpoint, Subscriber, VirtioInterrupt};
+use super::{
+    add_to_event_loop, remove_from_event_loop, ActivateContext, ActivateError, EventLoopEndpoint,
+    VirtioInterrupt,
+};
 use crate::GuestMemory;
 
 /// A descriptor chain as handed to a [`ChainProcessor`].
@@ -193,12 +196,7 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
         )));
         let registration = match endpoint {
             Some(endpoint) => {
-                let subscriber: Subscriber = handler.clone();
-                let id = endpoint
-                    .call_blocking(move |ops| {
-                        Ok::<_, event_manager::Error>(ops.add_subscriber(subscriber))
-                    })
-                    .map_err(|e| ActivateError::EventLoop(format!("{e:?}")))?;
+                let id = add_to_event_loop(endpoint, handler.clone())?;
                 Some((endpoint.clone(), id))
             }
             None => None,
@@ -217,10 +215,7 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
     /// Removes the handler from the event loop; the queue is dropped with it.
     pub fn stop(self) {
         if let Some((endpoint, id)) = self.registration {
-            let removed = endpoint.call_blocking(move |ops| ops.remove_subscriber(id).map(drop));
-            if let Err(e) = removed {
-                tracing::warn!("could not remove queue handler from the event loop: {e:?}");
-            }
+            remove_from_event_loop(&endpoint, id, "virtio queue");
         }
     }
 }

@@ -17,8 +17,8 @@ use super::tap::TapBackend;
 use super::{QUEUE_SIZE, RX_INDEX, TX_INDEX};
 use crate::fault::FaultHook;
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateContext, ActivateError, EventLoopEndpoint, Subscriber,
-    VirtioDevice, VIRTIO_F_VERSION_1,
+    add_to_event_loop, device_type, read_config_bytes, remove_from_event_loop, ActivateContext,
+    ActivateError, EventLoopEndpoint, Subscriber, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Config space: `mac[6]`, `status: u16` (link up).
@@ -147,18 +147,14 @@ impl VirtioDevice for Net {
             self.counters.clone(),
         ))));
         let subscriber: Subscriber = handler.clone();
-        match self.endpoint.call_blocking(
-            move |ops| -> Result<SubscriberId, event_manager::Error> {
-                Ok(ops.add_subscriber(subscriber))
-            },
-        ) {
+        match add_to_event_loop(&self.endpoint, subscriber) {
             Ok(id) => {
                 self.active = Some(Active { id, handler });
                 Ok(())
             }
             Err(e) => {
                 self.backend = take_backend(handler);
-                Err(ActivateError::EventLoop(e.to_string()))
+                Err(e)
             }
         }
     }
@@ -168,12 +164,7 @@ impl VirtioDevice for Net {
             return;
         };
         let id = active.id;
-        if let Err(e) = self
-            .endpoint
-            .call_blocking(move |ops| ops.remove_subscriber(id).map(drop))
-        {
-            tracing::warn!("net: cannot remove handler from the event loop: {e}");
-        }
+        remove_from_event_loop(&self.endpoint, id, "net");
         self.backend = take_backend(active.handler);
         if self.backend.is_none() {
             tracing::error!("net: backend still in use after reset; the device cannot restart");

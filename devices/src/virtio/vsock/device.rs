@@ -11,8 +11,8 @@ use super::handler::VsockHandler;
 use super::muxer::Muxer;
 use super::{EVENT_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX};
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateContext, ActivateError, EventLoopEndpoint, Subscriber,
-    VirtioDevice, VIRTIO_F_VERSION_1,
+    add_to_event_loop, device_type, read_config_bytes, remove_from_event_loop, ActivateContext,
+    ActivateError, EventLoopEndpoint, Subscriber, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 struct Active {
@@ -121,18 +121,14 @@ impl VirtioDevice for Vsock {
             },
         }));
         let subscriber: Subscriber = handler.clone();
-        match self.endpoint.call_blocking(
-            move |ops| -> Result<SubscriberId, event_manager::Error> {
-                Ok(ops.add_subscriber(subscriber))
-            },
-        ) {
+        match add_to_event_loop(&self.endpoint, subscriber) {
             Ok(id) => {
                 self.active = Some(Active { id, handler });
                 Ok(())
             }
             Err(e) => {
                 self.listener = take_listener(handler);
-                Err(ActivateError::EventLoop(e.to_string()))
+                Err(e)
             }
         }
     }
@@ -142,12 +138,7 @@ impl VirtioDevice for Vsock {
             return;
         };
         let id = active.id;
-        if let Err(e) = self
-            .endpoint
-            .call_blocking(move |ops| ops.remove_subscriber(id).map(drop))
-        {
-            tracing::warn!("vsock: cannot remove handler from the event loop: {e}");
-        }
+        remove_from_event_loop(&self.endpoint, id, "vsock");
         // Dropping the handler closes every connection; the listener survives for the next
         // activation.
         self.listener = take_listener(active.handler);

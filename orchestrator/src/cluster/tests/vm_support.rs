@@ -1,0 +1,122 @@
+//! Helpers for tests that run the real `vmm` binary on tiny hand-made guests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Whether /dev/kvm is usable; prints why not (tests skip loudly, never silently).
+pub fn kvm_or_skip(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: /dev/kvm cannot be opened ({e})");
+            false
+        }
+    }
+}
+
+/// The `vmm` binary of this workspace: `target/<profile>/vmm` next to the test executable,
+/// built with `cargo build -p vmm` if it is not there.
+pub fn vmm_binary() -> PathBuf {
+    static VMM: OnceLock<PathBuf> = OnceLock::new();
+    VMM.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let vmm = profile_dir.join("vmm");
+        if !vmm.is_file() {
+            let profile = profile_dir
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let target_dir = profile_dir.parent().unwrap();
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cargo
+                .args(["build", "-p", "vmm", "--bin", "vmm", "--target-dir"])
+                .arg(target_dir);
+            match profile.as_str() {
+                "debug" => {}
+                "release" => {
+                    cargo.arg("--release");
+                }
+                other => {
+                    cargo.args(["--profile", other]);
+                }
+            }
+            let status = cargo.status().expect("running cargo build -p vmm");
+            assert!(status.success(), "cargo build -p vmm failed: {status}");
+        }
+        assert!(vmm.is_file(), "no vmm binary at {}", vmm.display());
+        vmm
+    })
+    .clone()
+}
+
+/// A tiny guest kernel that prints `text` on the serial console then halts forever.
+pub fn tiny_kernel(dir: &Path, text: &str) -> PathBuf {
+    let mut a = vmm::tiny_guest::Asm::new();
+    a.print(text).halt_forever();
+    let path = dir.join("tiny.elf");
+    std::fs::write(&path, a.into_elf()).unwrap();
+    path
+}
+
+/// Pids of live (non-zombie) processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Socket files under `dir`, recursively.
+pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let kind = e.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(sockets_under(&e.path()));
+        } else if kind.is_socket() {
+            found.push(e.path());
+        }
+    }
+    found
+}
+
+/// Whether any abstract `kiln-net-<pid>-*` socket of `pid` is still bound.
+pub fn net_ports_of(pid: u32) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let prefix = format!("@kiln-net-{pid}-");
+    table.lines().any(|l| {
+        l.split_whitespace()
+            .nth(7)
+            .is_some_and(|p| p.starts_with(&prefix))
+    })
+}
