@@ -21,6 +21,12 @@ const MARKER: &[u8] = b"KILN-E2E-DISK-MARKER-5f3a";
 /// The MAC the vmm gives the first network device when none is set.
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x4b, 0x4c, 0x00];
 
+/// Runs a shell command through the agent, failing the test if it takes over two minutes.
+async fn sh(guest: &mut Guest, agent: &agent::Client, cmd: impl Into<String>) -> agent::ExecOutput {
+    let run = agent.exec_buffered(agent::ExecRequest::shell(cmd));
+    guest.within(120, "agent exec", run).await.unwrap()
+}
+
 #[test]
 fn debian_minimal_boots_with_disk_net_and_vsock() {
     let _serial = e2e::one_at_a_time();
@@ -60,46 +66,48 @@ fn debian_minimal_boots_with_disk_net_and_vsock() {
         let ready = guest.started.elapsed();
 
         // The disk: /dev/vda holds the marker the test wrote.
-        let out = agent
-            .exec_buffered(agent::ExecRequest::shell(format!("head -c {} /dev/vda", MARKER.len())))
-            .await
-            .unwrap();
+        let out = sh(
+            &mut guest,
+            &agent,
+            format!("head -c {} /dev/vda", MARKER.len()),
+        )
+        .await;
         assert!(out.status.success(), "{out:?}");
         assert_eq!(out.stdout, MARKER);
 
         // The network device exists with the MAC the vmm gave it ...
-        let mac = agent
-            .exec_buffered(agent::ExecRequest::shell("cat /sys/class/net/eth0/address"))
-            .await
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&mac.stdout).trim(), "52:54:00:4b:4c:00");
+        let mac = sh(&mut guest, &agent, "cat /sys/class/net/eth0/address").await;
+        assert_eq!(
+            String::from_utf8_lossy(&mac.stdout).trim(),
+            "52:54:00:4b:4c:00"
+        );
         // ... and a frame the guest sends reaches the switch socket.
-        let _ = agent
-            .exec_buffered(agent::ExecRequest::shell(
-                "ip link set eth0 up; ping -c 1 -W 1 10.0.2.2",
-            ))
-            .await
-            .unwrap();
+        let _ = sh(
+            &mut guest,
+            &agent,
+            "ip link set eth0 up; ping -c 1 -W 1 10.0.2.2",
+        )
+        .await;
         let mut frame = [0u8; 2048];
-        let n = switch.recv(&mut frame).expect("a frame from the guest on the switch socket");
+        let n = switch
+            .recv(&mut frame)
+            .expect("a frame from the guest on the switch socket");
         assert!(n >= 14, "runt frame");
         assert_eq!(&frame[6..12], &GUEST_MAC, "source MAC of the guest's frame");
 
         // vsock carries separate stdout/stderr and the exit code.
-        let out = agent
-            .exec_buffered(agent::ExecRequest::shell("echo out; echo err >&2; exit 3"))
-            .await
-            .unwrap();
+        let out = sh(&mut guest, &agent, "echo out; echo err >&2; exit 3").await;
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status.shell_code(), 3);
 
-        let _ = agent.poweroff().await;
+        let _ = guest.within(60, "poweroff request", agent.poweroff()).await;
         let status = guest.wait_exit(Duration::from_secs(60));
         let off = guest.started.elapsed();
         assert!(status.success(), "vmm exited with {status}");
         say(&format!(
-            "e2e figure: debian-minimal under kiln vmm: agent ready {:.2} s, powered off {:.2} s after vmm start",
+            "e2e figure: debian-minimal under kiln vmm: agent ready {:.2} s, \
+             powered off {:.2} s after vmm start",
             ready.as_secs_f64(),
             off.as_secs_f64()
         ));
@@ -139,13 +147,19 @@ fn debian_node_boots_systemd_on_ext4_root() {
         let agent = guest.agent(Duration::from_secs(300)).await;
         let ready = guest.started.elapsed();
         let mut waited = 0;
-        while !agent.is_unit_active("multi-user.target").await.unwrap() {
+        while !guest
+            .within(
+                60,
+                "systemctl is-active",
+                agent.is_unit_active("multi-user.target"),
+            )
+            .await
+            .unwrap()
+        {
             waited += 1;
             if waited > 600 {
-                let out = agent
-                    .exec_buffered(agent::ExecRequest::shell("systemctl --failed --no-pager; systemctl list-jobs --no-pager"))
-                    .await
-                    .unwrap();
+                let why = "systemctl --failed --no-pager; systemctl list-jobs --no-pager";
+                let out = sh(&mut guest, &agent, why).await;
                 panic!(
                     "multi-user.target not active after 300 s:\n{}",
                     String::from_utf8_lossy(&out.stdout)
@@ -155,27 +169,30 @@ fn debian_node_boots_systemd_on_ext4_root() {
         }
         let multi_user = guest.started.elapsed();
 
-        let root = agent
-            .exec_buffered(agent::ExecRequest::shell("findmnt -n -o SOURCE,FSTYPE /"))
-            .await
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&root.stdout).trim(), "/dev/vda ext4");
-        let out = agent
-            .exec_buffered(agent::ExecRequest::shell("echo out; echo err >&2; exit 5"))
-            .await
-            .unwrap();
-        assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+        let root = sh(&mut guest, &agent, "findmnt -n -o SOURCE,FSTYPE /").await;
+        assert_eq!(
+            String::from_utf8_lossy(&root.stdout).trim(),
+            "/dev/vda ext4"
+        );
+        let out = sh(&mut guest, &agent, "echo out; echo err >&2; exit 5").await;
+        assert_eq!(
+            (out.stdout.as_slice(), out.stderr.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
         assert_eq!(out.status.shell_code(), 5);
         let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i * 7 % 251) as u8).collect();
-        agent.put_bytes(&data, "/root/roundtrip.bin", 0o600).await.unwrap();
-        assert_eq!(agent.get_bytes("/root/roundtrip.bin").await.unwrap(), data);
+        let put = agent.put_bytes(&data, "/root/roundtrip.bin", 0o600);
+        guest.within(120, "file put", put).await.unwrap();
+        let got = guest.within(120, "file get", agent.get_bytes("/root/roundtrip.bin"));
+        assert_eq!(got.await.unwrap(), data);
 
-        let _ = agent.poweroff().await;
+        let _ = guest.within(60, "poweroff request", agent.poweroff()).await;
         let status = guest.wait_exit(Duration::from_secs(120));
         let off = guest.started.elapsed();
         assert!(status.success(), "vmm exited with {status}");
         say(&format!(
-            "e2e figure: debian-node under kiln vmm: agent ready {:.2} s, multi-user.target {:.2} s, powered off {:.2} s after vmm start",
+            "e2e figure: debian-node under kiln vmm: agent ready {:.2} s, \
+             multi-user.target {:.2} s, powered off {:.2} s after vmm start",
             ready.as_secs_f64(),
             multi_user.as_secs_f64(),
             off.as_secs_f64()

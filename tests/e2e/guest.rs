@@ -101,7 +101,10 @@ impl Guest {
     pub async fn agent(&mut self, timeout: Duration) -> agent::Client {
         let end = Instant::now() + timeout;
         loop {
-            if let Ok(c) = agent::Client::connect_vsock_uds(&self.vsock_uds, 10700).await {
+            // One attempt can stall while the guest's vsock driver is not up yet (the VMM then
+            // holds the CONNECT without an answer), so each attempt gets its own deadline.
+            let attempt = agent::Client::connect_vsock_uds(&self.vsock_uds, 10700);
+            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), attempt).await {
                 return c;
             }
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -111,6 +114,20 @@ impl Guest {
                 self.fail(&format!("agent did not answer within {timeout:?}"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Awaits `fut`, failing with the console tail if it takes longer than `secs`: an agent
+    /// call that never returns must fail the test, not hang it.
+    pub async fn within<F: std::future::Future>(
+        &mut self,
+        secs: u64,
+        what: &str,
+        fut: F,
+    ) -> F::Output {
+        match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+            Ok(v) => v,
+            Err(_) => self.fail(&format!("{what} did not finish within {secs} s")),
         }
     }
 
