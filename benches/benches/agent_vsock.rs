@@ -14,41 +14,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_benches::{release_vmm, Percentiles};
-use orchestrator::host_kind::kvm_can_boot_linux;
-
-const INSIDE: &str = "KILN_BENCH_INSIDE";
+use kiln_benches::{nested, Percentiles};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let runs: usize = std::env::var("KILN_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    if let Ok(img) = std::env::var(INSIDE) {
-        let vmm = std::env::var("KILN_BENCH_VMM").unwrap();
-        return measure(Path::new(&vmm), Path::new(&img), runs);
-    }
-    let vmm = release_vmm();
-    let img = orchestrator::image::build("debian-minimal").expect("image build");
-    let kind = kvm_can_boot_linux();
-    if kind.can_boot_linux() {
-        return measure(&vmm, &img.path, runs);
-    }
-    println!("{}: measuring inside the emulated KVM host", kind.reason());
-    let argv = vec![
-        "env".into(),
-        format!("{INSIDE}={}", img.path.display()),
-        format!("KILN_BENCH_RUNS={runs}"),
-        format!("KILN_BENCH_VMM={}", vmm.display()),
-        std::env::current_exe().unwrap().display().to_string(),
-        "--bench".into(),
-    ];
-    let opts = orchestrator::emulated_host::RunOptions::new(argv).unwrap();
-    let out = orchestrator::emulated_host::run(&opts).expect("emulated host");
-    std::process::exit(out.status);
+    let runs = nested::runs(1000);
+    let (vmm, img) = nested::debian_minimal_here(runs);
+    measure(&vmm, &img, runs);
 }
 
 fn measure(vmm: &Path, img: &Path, runs: usize) {
@@ -119,37 +93,13 @@ fn agent_over_vsock(vmm: &Path, img: &Path, runs: usize) -> Vec<f64> {
 }
 
 fn shell_over_serial(img: &Path, runs: usize, cmd: &str) -> Vec<f64> {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "microvm,rtc=on",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-no-reboot",
-            "-display",
-            "none",
-        ])
-        .args(["-serial", "stdio", "-kernel"])
-        .arg(img.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(img.join("initrd.img"))
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 kiln.noagent kiln.shell",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu starts");
+    let mut child =
+        nested::qemu_microvm(img, "console=ttyS0 quiet panic=-1 kiln.noagent kiln.shell")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu starts");
     let mut input = child.stdin.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();

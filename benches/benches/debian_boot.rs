@@ -13,45 +13,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_benches::{release_vmm, Percentiles};
-use orchestrator::host_kind::kvm_can_boot_linux;
+use kiln_benches::{nested, Percentiles};
 
-const INSIDE: &str = "KILN_BENCH_INSIDE";
 const FIRST_LINE: &str = "kiln-init: ready";
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let runs: usize = std::env::var("KILN_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let inside = std::env::var(INSIDE).is_ok();
-    if !inside {
-        let vmm = release_vmm();
-        let img = orchestrator::image::build("debian-minimal").expect("image build");
-        let kind = kvm_can_boot_linux();
-        if !kind.can_boot_linux() {
-            println!("{}: measuring inside the emulated KVM host", kind.reason());
-            let exe = std::env::current_exe().unwrap();
-            let argv = vec![
-                "env".into(),
-                format!("{INSIDE}={}", img.path.display()),
-                format!("KILN_BENCH_RUNS={runs}"),
-                format!("KILN_BENCH_VMM={}", vmm.display()),
-                exe.display().to_string(),
-                "--bench".into(),
-            ];
-            let opts = orchestrator::emulated_host::RunOptions::new(argv).unwrap();
-            let out = orchestrator::emulated_host::run(&opts).expect("emulated host");
-            std::process::exit(out.status);
-        }
-        return measure(&vmm, &img.path, runs);
-    }
-    let img = std::env::var(INSIDE).unwrap();
-    let vmm = std::env::var("KILN_BENCH_VMM").unwrap();
-    measure(Path::new(&vmm), Path::new(&img), runs);
+    let runs = nested::runs(8);
+    let (vmm, img) = nested::debian_minimal_here(runs);
+    measure(&vmm, &img, runs);
 }
 
 fn measure(vmm: &Path, img: &Path, runs: usize) {
@@ -68,32 +40,7 @@ fn measure(vmm: &Path, img: &Path, runs: usize) {
             .args(["--cmdline", cmdline, "--mem", "256", "--serial", "stdout"]);
         c
     };
-    let qemu = || {
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args([
-            "-M",
-            "microvm,rtc=on",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-no-reboot",
-            "-display",
-            "none",
-        ])
-        .args(["-serial", "stdio", "-kernel"])
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", cmdline]);
-        c
-    };
+    let qemu = || nested::qemu_microvm(img, cmdline);
     println!("debian-minimal boot, {runs} runs each, seconds from launch");
     let mut rows = Vec::new();
     for (name, make) in [

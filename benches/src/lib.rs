@@ -1,6 +1,8 @@
 //! Shared helpers for Kiln's benchmarks: percentiles, child-process measurement, and finding
 //! the freshly built release binaries.
 
+pub mod nested;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
