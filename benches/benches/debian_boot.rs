@@ -15,43 +15,97 @@ use std::time::{Duration, Instant};
 
 use kiln_benches::{nested, Percentiles};
 
-const FIRST_LINE: &str = "kiln-init: ready";
+/// One image's boot: its command line and the console line that marks its init starting.
+struct Boot<'a> {
+    name: &'a str,
+    img: &'a Path,
+    cmdline: &'a str,
+    first_line: &'a str,
+    mem: &'a str,
+}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let runs = nested::runs(8);
-    let (vmm, img) = nested::debian_minimal_here(runs);
-    measure(&vmm, &img, runs);
+    // A fixed place, so the run inside the emulated host finds what the outer run copied.
+    let disks = nested::disk_dir("debian-boot");
+    let (vmm, imgs) = nested::images_here(runs, &["debian-minimal", "debian-node"], |imgs| {
+        // Every debian-node boot gets a fresh root disk; copies are made here, outside the
+        // emulated host, where a sparse copy is fast.
+        std::fs::create_dir_all(&disks).unwrap();
+        for i in 0..runs {
+            for who in ["kiln", "qemu"] {
+                let to = disks.join(format!("{who}-{i}.ext4"));
+                nested::sparse_copy(&imgs[1].join("rootfs.ext4"), &to);
+            }
+        }
+    });
+    // `kiln.noagent`: the init reports and powers off by itself instead of starting the agent.
+    let minimal = Boot {
+        name: "debian-minimal",
+        img: &imgs[0],
+        cmdline: "console=ttyS0 quiet panic=-1 kiln.noagent",
+        first_line: "kiln-init: ready",
+        mem: "256",
+    };
+    // systemd's banner is its first line; poweroff.target powers off once the boot is done.
+    let node = Boot {
+        name: "debian-node",
+        img: &imgs[1],
+        cmdline: "console=ttyS0 quiet panic=-1 kiln.root=/dev/vda systemd.show_status=1 \
+                  systemd.unit=poweroff.target",
+        first_line: "Welcome to",
+        mem: "1024",
+    };
+    measure(&vmm, &minimal, runs, None);
+    measure(&vmm, &node, runs, Some(&disks));
+    let _ = std::fs::remove_dir_all(&disks);
 }
 
-fn measure(vmm: &Path, img: &Path, runs: usize) {
-    // `kiln.noagent`: the init reports and powers off by itself instead of starting the agent.
-    let cmdline = "console=ttyS0 quiet panic=-1 kiln.noagent";
-    let kernel = img.join("vmlinuz");
-    let initrd = img.join("initrd.img");
-    let kiln = || {
+fn measure(vmm: &Path, boot: &Boot<'_>, runs: usize, disks: Option<&Path>) {
+    let disk = |who: &str, i: usize| disks.map(|d| d.join(format!("{who}-{i}.ext4")));
+    let kiln = |i: usize| {
         let mut c = Command::new(vmm);
         c.arg("--kernel")
-            .arg(&kernel)
+            .arg(boot.img.join("vmlinuz"))
             .arg("--initrd")
-            .arg(&initrd)
-            .args(["--cmdline", cmdline, "--mem", "256", "--serial", "stdout"]);
+            .arg(boot.img.join("initrd.img"))
+            .args([
+                "--cmdline",
+                boot.cmdline,
+                "--mem",
+                boot.mem,
+                "--serial",
+                "stdout",
+            ]);
+        if let Some(d) = disk("kiln", i) {
+            c.arg("--disk").arg(d);
+        }
         c
     };
-    let qemu = || nested::qemu_microvm(img, cmdline);
-    println!("debian-minimal boot, {runs} runs each, seconds from launch");
+    let qemu = |i: usize| {
+        let mut c = nested::qemu_microvm(boot.img, boot.cmdline);
+        c.args(["-m", boot.mem]);
+        if let Some(d) = disk("qemu", i) {
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=root", d.display()))
+                .args(["-device", "virtio-blk-device,drive=root"]);
+        }
+        c
+    };
+    println!("{} boot, {runs} runs each, seconds from launch", boot.name);
     let mut rows = Vec::new();
     for (name, make) in [
-        ("kiln vmm", &kiln as &dyn Fn() -> Command),
+        ("kiln vmm", &kiln as &dyn Fn(usize) -> Command),
         ("qemu microvm", &qemu),
     ] {
         let (mut init, mut off) = (Vec::new(), Vec::new());
-        for _ in 0..runs {
-            match boot_once(make()) {
-                Ok((i, o)) => {
-                    init.push(i.as_secs_f64());
+        for i in 0..runs {
+            match boot_once(make(i), boot.first_line) {
+                Ok((first, o)) => {
+                    init.push(first.as_secs_f64());
                     off.push(o.as_secs_f64());
                 }
                 Err(e) => println!("  {name}: run failed: {e}"),
@@ -68,7 +122,8 @@ fn measure(vmm: &Path, img: &Path, runs: usize) {
     }
     if let [(_, ki, ko), (_, qi, qo)] = rows.as_slice() {
         println!(
-            "ratio kiln / qemu (p50): first init line {:.2}, power-off {:.2}",
+            "ratio kiln / qemu (p50), {}: first init line {:.2}, power-off {:.2}",
+            boot.name,
             ki.p50 / qi.p50,
             ko.p50 / qo.p50
         );
@@ -76,7 +131,7 @@ fn measure(vmm: &Path, img: &Path, runs: usize) {
 }
 
 /// Launches a VM, returns (time to the first init line, time to exit).
-fn boot_once(mut cmd: Command) -> Result<(Duration, Duration), String> {
+fn boot_once(mut cmd: Command, first_line: &str) -> Result<(Duration, Duration), String> {
     let t = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -88,7 +143,7 @@ fn boot_once(mut cmd: Command) -> Result<(Duration, Duration), String> {
     let mut first = None;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        if first.is_none() && line.contains(FIRST_LINE) {
+        if first.is_none() && line.contains(first_line) {
             first = Some(t.elapsed());
         }
     }
@@ -97,6 +152,6 @@ fn boot_once(mut cmd: Command) -> Result<(Duration, Duration), String> {
     match first {
         Some(f) if status.success() => Ok((f, off)),
         Some(_) => Err(format!("exited with {status}")),
-        None => Err(format!("no '{FIRST_LINE}' line; exited with {status}")),
+        None => Err(format!("no '{first_line}' line; exited with {status}")),
     }
 }

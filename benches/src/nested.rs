@@ -17,23 +17,33 @@ pub fn runs(default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The release `vmm` and the `debian-minimal` image to measure with, here. On a host whose
-/// /dev/kvm cannot boot Linux this re-runs the benchmark inside the emulated KVM host and
-/// exits with its status instead of returning.
-pub fn debian_minimal_here(runs: usize) -> (PathBuf, PathBuf) {
-    if let (Ok(img), Ok(vmm)) = (std::env::var(INSIDE), std::env::var(VMM)) {
-        return (vmm.into(), img.into());
+/// The release `vmm` and the images to measure with, here; `prepare` runs first, outside the
+/// emulated host (for work that is slow inside it, such as copying disks), with the image
+/// directories. On a host whose /dev/kvm cannot boot Linux this re-runs the benchmark inside the
+/// emulated KVM host and exits with its status instead of returning.
+pub fn images_here(
+    runs: usize,
+    names: &[&str],
+    prepare: impl FnOnce(&[PathBuf]),
+) -> (PathBuf, Vec<PathBuf>) {
+    if let (Ok(imgs), Ok(vmm)) = (std::env::var(INSIDE), std::env::var(VMM)) {
+        return (vmm.into(), imgs.split(':').map(PathBuf::from).collect());
     }
     let vmm = crate::release_vmm();
-    let img = orchestrator::image::build("debian-minimal").expect("image build");
+    let imgs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| orchestrator::image::build(n).expect("image build").path)
+        .collect();
+    prepare(&imgs);
     let kind = kvm_can_boot_linux();
     if kind.can_boot_linux() {
-        return (vmm, img.path);
+        return (vmm, imgs);
     }
     println!("{}: measuring inside the emulated KVM host", kind.reason());
+    let joined: Vec<String> = imgs.iter().map(|p| p.display().to_string()).collect();
     let argv = vec![
         "env".into(),
-        format!("{INSIDE}={}", img.path.display()),
+        format!("{INSIDE}={}", joined.join(":")),
         format!("{VMM}={}", vmm.display()),
         format!("KILN_BENCH_RUNS={runs}"),
         std::env::current_exe().unwrap().display().to_string(),
@@ -42,6 +52,30 @@ pub fn debian_minimal_here(runs: usize) -> (PathBuf, PathBuf) {
     let opts = orchestrator::emulated_host::RunOptions::new(argv).unwrap();
     let out = orchestrator::emulated_host::run(&opts).expect("emulated host");
     std::process::exit(out.status);
+}
+
+/// Like [`images_here`] for `debian-minimal` alone.
+pub fn debian_minimal_here(runs: usize) -> (PathBuf, PathBuf) {
+    let (vmm, mut imgs) = images_here(runs, &["debian-minimal"], |_| {});
+    (vmm, imgs.remove(0))
+}
+
+/// Where a benchmark keeps per-run disk copies: in the Kiln cache, which the emulated host
+/// shares, so copies made outside (fast, sparse) are usable inside.
+pub fn disk_dir(bench: &str) -> PathBuf {
+    orchestrator::cache::cache_root().join("bench").join(bench)
+}
+
+/// A sparse copy of `from` at `to` (made outside the emulated host, where it is fast).
+pub fn sparse_copy(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .args(["--reflink=auto", "--sparse=always"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "copying {} failed", from.display());
 }
 
 /// QEMU's fastest comparable machine booting the same kernel and initramfs on KVM, serial
