@@ -23,6 +23,12 @@ pub enum Command {
     EmulatedHost(EmulatedHostCommand),
     /// Say whether /dev/kvm here can boot stock Linux guests, and why.
     HostInfo,
+    /// Validate a cluster spec, its boot order and image names without booting anything.
+    Check {
+        /// Cluster spec (TOML); the built-in reference cluster when absent.
+        #[arg(long, value_name = "FILE")]
+        cluster: Option<PathBuf>,
+    },
 }
 
 /// `orchestrator image ...`

@@ -2,6 +2,7 @@
 //! boot planning, the userspace network switch and the node lifecycle.
 
 pub mod cache;
+pub mod check;
 pub mod cluster;
 pub mod emulated_host;
 pub mod host_kind;

@@ -77,6 +77,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(outcome.status)
         }
+        Command::Check { cluster } => match orchestrator::check::check(cluster.as_deref()) {
+            Ok(report) => {
+                print!("{report}");
+                Ok(0)
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                Ok(1)
+            }
+        },
         Command::HostInfo => {
             let kind = host_kind::kvm_can_boot_linux();
             let label = match &kind {
