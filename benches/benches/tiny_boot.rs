@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_benches::{measure, release_vmm, which, Percentiles};
+use kiln_benches::{measure, release_vmm, Percentiles};
 use vmm::tiny_guest::Asm;
 
 fn main() {
@@ -48,8 +48,8 @@ fn main() {
         });
         results.push((name, r));
     }
-    match which("qemu-system-x86_64") {
-        Some(qemu) => {
+    match orchestrator::emulated_host::qemu::find_qemu() {
+        Ok(qemu) => {
             let pvh = dir.join("tiny-pvh.elf");
             let mut peer = Asm::new();
             peer.print("tiny guest up\n").mov_al(0).bytes(&[0xe6, 0xf4]); // out 0xf4, al
@@ -71,7 +71,7 @@ fn main() {
             });
             results.push(("qemu microvm -m 256".into(), r));
         }
-        None => println!(
+        Err(_) => println!(
             "peer skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
         ),
     }

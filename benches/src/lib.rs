@@ -86,26 +86,9 @@ pub fn measure(cmd: &mut Command, timeout: Duration) -> std::io::Result<ChildRun
 
 /// Builds the `vmm` binary in release mode and returns its path.
 pub fn release_vmm() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "-p", "vmm", "--bin", "vmm"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "cargo build --release -p vmm failed");
-    let exe = std::env::current_exe().expect("bench executable path");
-    // target/release/deps/<bench> -> target/release/vmm
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join("vmm")
-}
-
-/// Finds a program on PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.is_file())
+    let profile_dir = orchestrator::vmm_binary::profile_dir();
+    // Benches run from target/release; build the vmm for that same profile directory.
+    orchestrator::vmm_binary::build_vmm(&profile_dir)
 }
 
 #[cfg(test)]

@@ -10,3 +10,4 @@ pub mod image;
 pub mod plan;
 pub mod spec;
 pub mod switch;
+pub mod vmm_binary;

@@ -2,13 +2,11 @@
 //! binds its virtio drivers, loads vsock, and powers itself off.
 //! Needs qemu-system-x86_64 and the Debian archive (apt) for the image.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn say(message: &str) {
-    // Bypasses libtest's capture so a skip is never silent.
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
+mod common;
+
+use common::say;
 
 fn qemu() -> Option<String> {
     if let Ok(explicit) = std::env::var("KILN_QEMU") {
@@ -47,41 +45,9 @@ fn debian_minimal_boots_loads_virtio_modules_and_powers_off() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let tsc = orchestrator::emulated_host::qemu::host_tsc_khz(&cpuinfo)
-        .map(|k| format!(" tsc_early_khz={k}"))
-        .unwrap_or_default();
-    let output = Command::new(qemu)
-        .args([
-            "-accel",
-            "tcg,thread=multi",
-            "-M",
-            "microvm,rtc=on",
-            "-cpu",
-            "max",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-no-reboot",
-            "-display",
-            "none",
-        ])
-        .args([
-            "-chardev",
-            "stdio,id=console,signal=off",
-            "-serial",
-            "chardev:console",
-        ])
-        .args(["-smp", "1", "-m", "256"])
-        .arg("-kernel")
-        .arg(format!("{dir}/vmlinuz"))
-        .arg("-initrd")
-        .arg(format!("{dir}/initrd.img"))
-        .arg("-append")
-        // kiln.noagent: the init reports and powers off instead of handing over to the
-        // agent (which needs a vsock device; the agent is proved under Kiln's vmm).
-        .arg(format!("console=ttyS0 panic=-1 kiln.noagent{tsc}"))
+    // kiln.noagent: the init reports and powers off instead of handing over to the agent
+    // (which needs a vsock device; the agent is proved under Kiln's vmm).
+    let output = common::tcg_microvm(&qemu, &dir, 1, 256, "console=ttyS0 panic=-1 kiln.noagent")
         .arg("-drive")
         .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
         .args(["-device", "virtio-blk-device,drive=d0"])

@@ -2,14 +2,13 @@
 //! etcd, nginx, haproxy and the NFS server. Opt-in (KILN_TEST_NODE_IMAGE=1):
 //! the root filesystem takes about two minutes to build the first time.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn say(message: &str) {
-    // Bypasses libtest's capture so a skip is never silent.
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
+mod common;
+
+use common::say;
 
 #[test]
 fn debian_node_boots_to_login_with_its_services() {
@@ -24,53 +23,28 @@ fn debian_node_boots_to_login_with_its_services() {
         .unwrap();
     assert!(built.status.success(), "image build failed");
     let dir = String::from_utf8(built.stdout).unwrap().trim().to_string();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let tsc = orchestrator::emulated_host::qemu::host_tsc_khz(&cpuinfo)
-        .map(|k| format!(" tsc_early_khz={k}"))
-        .unwrap_or_default();
-    let mut qemu = Command::new(std::env::var("KILN_QEMU").unwrap_or("qemu-system-x86_64".into()))
-        .args([
-            "-accel",
-            "tcg,thread=multi",
-            "-M",
-            "microvm,rtc=on",
-            "-cpu",
-            "max",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-no-reboot",
-            "-display",
-            "none",
-        ])
-        .args([
-            "-chardev",
-            "stdio,id=console,signal=off",
-            "-serial",
-            "chardev:console",
-        ])
-        .args(["-smp", "2", "-m", "1024"])
-        .arg("-kernel")
-        .arg(format!("{dir}/vmlinuz"))
-        .arg("-initrd")
-        .arg(format!("{dir}/initrd.img"))
-        .arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 kiln.root=/dev/vda{tsc}"))
-        .arg("-drive")
-        .arg(format!(
-            "if=none,id=d0,format=raw,snapshot=on,file={dir}/rootfs.ext4"
-        ))
-        .args([
-            "-device",
-            "virtio-blk-device,drive=d0",
-            "-device",
-            "virtio-rng-device",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let qemu = std::env::var("KILN_QEMU").unwrap_or("qemu-system-x86_64".into());
+    let mut qemu = common::tcg_microvm(
+        &qemu,
+        &dir,
+        2,
+        1024,
+        "console=ttyS0 panic=-1 kiln.root=/dev/vda",
+    )
+    .arg("-drive")
+    .arg(format!(
+        "if=none,id=d0,format=raw,snapshot=on,file={dir}/rootfs.ext4"
+    ))
+    .args([
+        "-device",
+        "virtio-blk-device,drive=d0",
+        "-device",
+        "virtio-rng-device",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut console = qemu.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

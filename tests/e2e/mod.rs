@@ -8,7 +8,6 @@ pub mod guest;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use orchestrator::host_kind::kvm_can_boot_linux;
@@ -86,28 +85,14 @@ pub fn rerun_in_emulated_host(test: &str, env: &[(&str, String)]) {
     assert_eq!(out.status, 0, "{test} failed inside the emulated KVM host");
 }
 
-/// The workspace's `vmm` binary, built if needed (before going into the emulated host, where
-/// compiling would be slow).
+/// The workspace's `vmm` binary, brought up to date before going into the emulated host
+/// (where compiling would be slow; inside, the binary is used as it is).
 pub fn vmm_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/vmm
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("vmm");
-    if std::env::var(INSIDE).as_deref() != Ok("1") {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "vmm", "--bin", "vmm"]);
-        if bin.parent().and_then(|p| p.file_name()) == Some("release".as_ref()) {
-            cmd.arg("--release");
-        }
-        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "cargo build -p vmm failed");
+    let profile_dir = orchestrator::vmm_binary::profile_dir();
+    if std::env::var(INSIDE).as_deref() == Ok("1") {
+        return profile_dir.join("vmm");
     }
-    assert!(bin.is_file(), "{} is missing", bin.display());
-    bin
+    orchestrator::vmm_binary::build_vmm(&profile_dir)
 }
 
 /// Prepares an end-to-end test that boots `image_name`: returns the image to boot here, or

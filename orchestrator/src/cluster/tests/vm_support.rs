@@ -1,7 +1,6 @@
 //! Helpers for tests that run the real `vmm` binary on tiny hand-made guests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// Whether /dev/kvm is usable; prints why not (tests skip loudly, never silently).
@@ -19,42 +18,12 @@ pub fn kvm_or_skip(test: &str) -> bool {
     }
 }
 
-/// The `vmm` binary of this workspace: `target/<profile>/vmm` next to the test executable,
-/// built with `cargo build -p vmm` if it is not there.
+/// The `vmm` binary of this workspace, built once per test process (see
+/// [`crate::vmm_binary`]).
 pub fn vmm_binary() -> PathBuf {
     static VMM: OnceLock<PathBuf> = OnceLock::new();
-    VMM.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/<test binary>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let vmm = profile_dir.join("vmm");
-        if !vmm.is_file() {
-            let profile = profile_dir
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let target_dir = profile_dir.parent().unwrap();
-            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cargo
-                .args(["build", "-p", "vmm", "--bin", "vmm", "--target-dir"])
-                .arg(target_dir);
-            match profile.as_str() {
-                "debug" => {}
-                "release" => {
-                    cargo.arg("--release");
-                }
-                other => {
-                    cargo.args(["--profile", other]);
-                }
-            }
-            let status = cargo.status().expect("running cargo build -p vmm");
-            assert!(status.success(), "cargo build -p vmm failed: {status}");
-        }
-        assert!(vmm.is_file(), "no vmm binary at {}", vmm.display());
-        vmm
-    })
-    .clone()
+    VMM.get_or_init(|| crate::vmm_binary::build_vmm(&crate::vmm_binary::profile_dir()))
+        .clone()
 }
 
 /// A tiny guest kernel that prints `text` on the serial console then halts forever.
