@@ -123,13 +123,11 @@ impl DeviceManager {
         kind: &str,
         device: Box<dyn VirtioDevice>,
     ) -> Result<MmioDeviceInfo, DeviceError> {
-        let max = layout::IRQ_MAX - layout::IRQ_BASE + 1;
-        if self.next_index >= max {
-            return Err(DeviceError::TooMany(max));
-        }
+        let Some(gsi) = layout::virtio_gsi(self.next_index) else {
+            return Err(DeviceError::TooMany(layout::VIRTIO_GSI_COUNT));
+        };
         let base =
             layout::MMIO_DEVICES_START + u64::from(self.next_index) * layout::MMIO_DEVICE_SIZE;
-        let gsi = layout::IRQ_BASE + self.next_index;
         self.next_index += 1;
 
         let irq = eventfd()?;

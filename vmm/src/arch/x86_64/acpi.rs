@@ -24,8 +24,8 @@ use devices::legacy::{acpi_pm, i8042, rtc, serial};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{
-    ACPI_TABLES_END, ACPI_TABLES_START, APIC_ADDR, I8042_IRQ, IOAPIC_ADDR, IRQ_BASE, IRQ_MAX,
-    RTC_IRQ, SERIAL_IRQ,
+    is_legacy_gsi, ACPI_TABLES_END, ACPI_TABLES_START, APIC_ADDR, I8042_IRQ, IOAPIC_ADDR, IRQ_BASE,
+    IRQ_MAX, RTC_IRQ, SERIAL_IRQ,
 };
 use super::ArchError;
 
@@ -260,9 +260,9 @@ fn validate(num_cpus: u8, virtio: &[MmioDeviceInfo]) -> Result<(), ArchError> {
                 dev.base, dev.size
             )));
         }
-        if !(IRQ_BASE..=IRQ_MAX).contains(&dev.gsi) {
+        if !(IRQ_BASE..=IRQ_MAX).contains(&dev.gsi) || is_legacy_gsi(dev.gsi) {
             return Err(ArchError::InvalidConfig(format!(
-                "virtio-mmio GSI {} outside {IRQ_BASE}..={IRQ_MAX}",
+                "virtio-mmio GSI {} outside {IRQ_BASE}..={IRQ_MAX} or taken by a legacy device",
                 dev.gsi
             )));
         }
@@ -397,7 +397,7 @@ mod tests {
             .map(|i| MmioDeviceInfo {
                 base: MMIO_DEVICES_START + i * MMIO_DEVICE_SIZE,
                 size: MMIO_DEVICE_SIZE,
-                gsi: IRQ_BASE + i as u32,
+                gsi: crate::arch::x86_64::layout::virtio_gsi(i as u32).unwrap(),
             })
             .collect()
     }
@@ -512,6 +512,8 @@ mod tests {
         let mut devs = virtio(1);
         devs[0].gsi = 4;
         assert!(create_acpi_tables(&mem, 1, &devs).is_err());
+        devs[0].gsi = 8; // the RTC's
+        assert!(create_acpi_tables(&mem, 1, &devs).is_err());
         devs[0].gsi = 5;
         devs[0].base = 0xffff_ffff;
         assert!(create_acpi_tables(&mem, 1, &devs).is_err());
@@ -520,15 +522,9 @@ mod tests {
     #[test]
     fn tables_fit_for_many_devices_or_error_cleanly() {
         let mem = mem();
-        let devs: Vec<_> = (0..19u64)
-            .map(|i| MmioDeviceInfo {
-                base: MMIO_DEVICES_START + i * MMIO_DEVICE_SIZE,
-                size: MMIO_DEVICE_SIZE,
-                gsi: IRQ_BASE + i as u32,
-            })
-            .collect();
+        let devs = virtio(u64::from(crate::arch::x86_64::layout::VIRTIO_GSI_COUNT));
         let t = walk(&mem, create_acpi_tables(&mem, 254, &devs).unwrap());
-        assert_eq!(t.dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 19);
+        assert_eq!(t.dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 18);
     }
 
     /// Runs ACPICA's disassembler over every table; needs `iasl` (Debian: acpica-tools).

@@ -86,6 +86,53 @@ pub const SERIAL_IRQ: u32 = 4;
 /// CMOS RTC GSI.
 pub const RTC_IRQ: u32 = 8;
 
+/// Whether `gsi` belongs to a legacy device (the guest's RTC driver, for one, refuses to
+/// share its line: a virtio device on GSI 8 loses its interrupt and its driver fails).
+pub const fn is_legacy_gsi(gsi: u32) -> bool {
+    gsi == I8042_IRQ || gsi == SERIAL_IRQ || gsi == RTC_IRQ
+}
+
+/// How many virtio devices get a GSI of their own.
+pub const VIRTIO_GSI_COUNT: u32 = {
+    let mut n = 0;
+    let mut gsi = IRQ_BASE;
+    while gsi <= IRQ_MAX {
+        if !is_legacy_gsi(gsi) {
+            n += 1;
+        }
+        gsi += 1;
+    }
+    n
+};
+
+/// The GSI of the `index`-th virtio device: the pins from [`IRQ_BASE`] to [`IRQ_MAX`] in
+/// order, skipping legacy ones.
+pub fn virtio_gsi(index: u32) -> Option<u32> {
+    (IRQ_BASE..=IRQ_MAX)
+        .filter(|g| !is_legacy_gsi(*g))
+        .nth(index as usize)
+}
+
+#[cfg(test)]
+mod gsi_tests {
+    use super::*;
+
+    #[test]
+    fn virtio_gsis_skip_legacy_lines_and_stay_on_the_ioapic() {
+        let all: Vec<u32> = (0..VIRTIO_GSI_COUNT)
+            .map(|i| virtio_gsi(i).unwrap())
+            .collect();
+        assert_eq!(
+            &all[..4],
+            &[5, 6, 7, 9],
+            "the 4th device must not land on the RTC's 8"
+        );
+        assert!(all.iter().all(|g| !is_legacy_gsi(*g) && *g <= IRQ_MAX));
+        assert_eq!(virtio_gsi(VIRTIO_GSI_COUNT), None);
+        assert_eq!(VIRTIO_GSI_COUNT, 18);
+    }
+}
+
 // The fixed areas must not overlap; checked at compile time.
 const _: () = {
     assert!(GDT_START + 0x20 <= IDT_START);
