@@ -35,14 +35,19 @@ pub enum Cmd {
     /// Copy a guest file to the host.
     Get(GetArgs),
     /// Set a static IPv4 address and bring the link up (what init does for kiln.ip=).
+    /// With --from-cmdline: apply kiln.hostname=, kiln.ip= and kiln.iface= from
+    /// /proc/cmdline (the node image's kiln-net.service under systemd).
     #[command(hide = true)]
     NetSetup {
         /// Interface name.
-        #[arg(long)]
-        iface: String,
+        #[arg(long, required_unless_present = "from_cmdline")]
+        iface: Option<String>,
         /// ADDR/PREFIX.
-        #[arg(long)]
-        ip: pid1::cmdline::IpConfig,
+        #[arg(long, required_unless_present = "from_cmdline")]
+        ip: Option<pid1::cmdline::IpConfig>,
+        /// Take hostname, address and interface from the kernel command line instead.
+        #[arg(long, conflicts_with_all = ["iface", "ip"])]
+        from_cmdline: bool,
     },
 }
 
@@ -205,8 +210,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Init(_) => bail!(
             "`agent init` runs only as PID 1 (the kernel's init=); on a running system use `agent serve`"
         ),
-        Cmd::NetSetup { iface, ip } => {
-            pid1::net::configure(&iface, ip).with_context(|| format!("configuring {iface}"))?;
+        Cmd::NetSetup {
+            iface,
+            ip,
+            from_cmdline,
+        } => {
+            let boot = if from_cmdline {
+                let text = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+                pid1::cmdline::parse_cmdline(&text)
+                    .map_err(|e| anyhow::anyhow!("kernel command line: {e}"))?
+            } else {
+                pid1::cmdline::BootConfig {
+                    ip,
+                    iface: iface.unwrap_or_default(),
+                    ..Default::default()
+                }
+            };
+            if let Some(name) = &boot.hostname {
+                pid1::net::set_hostname(name).with_context(|| format!("setting hostname {name}"))?;
+            }
+            if let Some(ip) = boot.ip {
+                pid1::net::configure(&boot.iface, ip)
+                    .with_context(|| format!("configuring {}", boot.iface))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         // One event-loop thread: the agent is I/O-bound, and this measured ~30% faster exec

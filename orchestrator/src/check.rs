@@ -10,6 +10,25 @@ use crate::{image, plan};
 /// Checks the spec at `path` (the built-in reference cluster when `None`). Returns a report
 /// for people on success, or every problem found, one per line.
 pub fn check(path: Option<&Path>) -> Result<String, String> {
+    let (spec, source) = load(path)?;
+    let waves = plan::boot_waves(&spec).map_err(|e| format!("{source}: {e}"))?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{source}: {} nodes, {} networks, {} scenarios: ok",
+        spec.nodes.len(),
+        spec.networks.len(),
+        spec.scenarios.len()
+    );
+    for (i, wave) in waves.iter().enumerate() {
+        let _ = writeln!(out, "boot wave {}: {}", i + 1, wave.join(" "));
+    }
+    Ok(out)
+}
+
+/// Loads and validates the spec at `path` (the built-in reference cluster when `None`),
+/// including its boot plan and image names; returns it with a name for messages.
+pub fn load(path: Option<&Path>) -> Result<(ClusterSpec, String), String> {
     let (spec, source) = match path {
         Some(p) => (
             ClusterSpec::from_file(p).map_err(|e| e.to_string())?,
@@ -20,7 +39,7 @@ pub fn check(path: Option<&Path>) -> Result<String, String> {
             "built-in reference cluster".into(),
         ),
     };
-    let waves = plan::boot_waves(&spec).map_err(|e| format!("{source}: {e}"))?;
+    plan::boot_waves(&spec).map_err(|e| format!("{source}: {e}"))?;
     let known = image::names();
     let unknown: Vec<String> = spec
         .nodes
@@ -38,18 +57,7 @@ pub fn check(path: Option<&Path>) -> Result<String, String> {
     if !unknown.is_empty() {
         return Err(unknown.join("\n"));
     }
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{source}: {} nodes, {} networks, {} scenarios: ok",
-        spec.nodes.len(),
-        spec.networks.len(),
-        spec.scenarios.len()
-    );
-    for (i, wave) in waves.iter().enumerate() {
-        let _ = writeln!(out, "boot wave {}: {}", i + 1, wave.join(" "));
-    }
-    Ok(out)
+    Ok((spec, source))
 }
 
 #[cfg(test)]

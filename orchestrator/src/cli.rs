@@ -1,6 +1,7 @@
 //! Command-line interface of the `orchestrator` binary.
 
 use clap::{Parser, Subcommand};
+use orchestrator::runner::placement::HostChoice;
 use std::path::PathBuf;
 
 /// Kiln test orchestrator.
@@ -23,12 +24,54 @@ pub enum Command {
     EmulatedHost(EmulatedHostCommand),
     /// Say whether /dev/kvm here can boot stock Linux guests, and why.
     HostInfo,
+    /// Run a scenario: build or reuse images, boot the cluster, run the steps, report.
+    Run(RunArgs),
     /// Validate a cluster spec, its boot order and image names without booting anything.
     Check {
         /// Cluster spec (TOML); the built-in reference cluster when absent.
         #[arg(long, value_name = "FILE")]
         cluster: Option<PathBuf>,
     },
+}
+
+/// `orchestrator run SCENARIO ...`
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario name from the cluster spec (`fresh-smoke` in the reference cluster).
+    pub scenario: String,
+    /// Cluster spec (TOML); the built-in reference cluster when absent.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// Where the VMs run: `auto` picks `kvm` when /dev/kvm can boot stock Linux, else the
+    /// emulated KVM host.
+    #[arg(long, value_enum, default_value_t = HostChoice::Auto)]
+    pub host: HostChoice,
+    /// Keep the nodes' disks in the run directory (logs and reports are always kept).
+    #[arg(long)]
+    pub keep: bool,
+    /// Use this run directory (must be new or empty) instead of `<cache>/run/<scenario>-<time>`.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Run in a local temporary directory and copy logs and reports here at the end
+    /// (what the run does inside the emulated host, whose shares cannot hold sockets).
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "run_dir")]
+    pub results_dir: Option<PathBuf>,
+    /// The vmm binary (default: $KILN_VMM, or built from this workspace).
+    #[arg(long, value_name = "PATH")]
+    pub vmm: Option<PathBuf>,
+    /// An image directory already built, as NAME=DIR (repeatable; used inside the
+    /// emulated host, where the images were prepared outside).
+    #[arg(long = "image", value_name = "NAME=DIR", value_parser = parse_image, hide = true)]
+    pub images: Vec<(String, PathBuf)>,
+}
+
+fn parse_image(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("{text:?}: expected NAME=DIR")),
+    }
 }
 
 /// `orchestrator image ...`
@@ -121,6 +164,36 @@ mod tests {
         assert_eq!(no_name.kind(), ErrorKind::MissingRequiredArgument);
         let unknown = parse(&["image", "frobnicate"]).unwrap_err();
         assert_eq!(unknown.kind(), ErrorKind::InvalidSubcommand);
+    }
+
+    #[test]
+    fn run_parses_scenario_host_and_images() {
+        let cli = parse(&[
+            "run",
+            "fresh-smoke",
+            "--host",
+            "emulated",
+            "--keep",
+            "--image",
+            "debian-node=/c/img",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(args.scenario, "fresh-smoke");
+        assert_eq!(args.host, HostChoice::Emulated);
+        assert!(args.keep);
+        assert_eq!(
+            args.images,
+            [("debian-node".to_string(), PathBuf::from("/c/img"))]
+        );
+        let bad = parse(&["run", "x", "--host", "cloud"]).unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidValue);
+        let bad = parse(&["run", "x", "--image", "nodir"]).unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::ValueValidation);
+        let none = parse(&["run"]).unwrap_err();
+        assert_eq!(none.kind(), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

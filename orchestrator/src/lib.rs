@@ -8,6 +8,7 @@ pub mod emulated_host;
 pub mod host_kind;
 pub mod image;
 pub mod plan;
+pub mod runner;
 pub mod spec;
 pub mod switch;
 pub mod vmm_binary;

@@ -1,6 +1,7 @@
 //! `orchestrator`: Kiln's command-line entry point.
 
 mod cli;
+mod run_cmd;
 
 use anyhow::Context;
 use clap::Parser;
@@ -77,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(outcome.status)
         }
+        Command::Run(args) => run_cmd::run(args),
         Command::Check { cluster } => match orchestrator::check::check(cluster.as_deref()) {
             Ok(report) => {
                 print!("{report}");

@@ -107,6 +107,7 @@ mod tests {
                     networks: Vec::new(),
                     depends_on: deps.iter().map(|d| d.to_string()).collect(),
                     ready: Vec::new(),
+                    setup: None,
                 })
                 .collect(),
         }

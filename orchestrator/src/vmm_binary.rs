@@ -16,18 +16,26 @@ pub fn profile_dir() -> PathBuf {
 }
 
 /// Builds `vmm` for the profile of `profile_dir` (debug, release or a custom one) into the same
-/// target directory, and returns the binary's path.
+/// target directory, and returns the binary's path. Panics on failure (tests and benches).
 pub fn build_vmm(profile_dir: &Path) -> PathBuf {
+    try_build_vmm(profile_dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`build_vmm`] with the failure as a message.
+pub fn try_build_vmm(profile_dir: &Path) -> Result<PathBuf, String> {
     let profile = profile_dir
         .file_name()
-        .expect("profile directory name")
+        .ok_or_else(|| format!("{} has no profile name", profile_dir.display()))?
         .to_string_lossy()
         .into_owned();
-    let target_dir = profile_dir.parent().expect("target directory");
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no target directory", profile_dir.display()))?;
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
         .args(["build", "-q", "-p", "vmm", "--bin", "vmm", "--target-dir"])
-        .arg(target_dir);
+        .arg(target_dir)
+        .current_dir(workspace_dir());
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -37,9 +45,65 @@ pub fn build_vmm(profile_dir: &Path) -> PathBuf {
             cargo.args(["--profile", other]);
         }
     }
-    let status = cargo.status().expect("running cargo build -p vmm");
-    assert!(status.success(), "cargo build -p vmm failed: {status}");
+    let status = cargo
+        .status()
+        .map_err(|e| format!("running cargo build -p vmm: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build -p vmm failed: {status}"));
+    }
     let vmm = profile_dir.join("vmm");
-    assert!(vmm.is_file(), "no vmm binary at {}", vmm.display());
-    vmm
+    if !vmm.is_file() {
+        return Err(format!("no vmm binary at {}", vmm.display()));
+    }
+    Ok(vmm)
+}
+
+/// The workspace this crate was compiled from.
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Environment variable naming the `vmm` binary for the orchestrator.
+pub const VMM_ENV: &str = "KILN_VMM";
+
+/// The `vmm` for the `orchestrator` binary: `$KILN_VMM`; else, when the workspace it was
+/// built from is still there, `vmm` next to the running binary brought up to date by cargo;
+/// else a `vmm` next to the running binary or on `PATH`.
+pub fn locate_for_cli() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(VMM_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{VMM_ENV}={} is not a file; point it at a vmm binary",
+                path.display()
+            ))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("path of the running binary: {e}"))?;
+    let exe_dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
+    if workspace_dir().join("Cargo.toml").is_file() && exe_dir.starts_with(workspace_target()) {
+        return try_build_vmm(&exe_dir);
+    }
+    let sibling = exe_dir.join("vmm");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("vmm"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!("no vmm binary found: build it (cargo build --release -p vmm) and set {VMM_ENV}=PATH")
+        })
+}
+
+fn workspace_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"))
+        .canonicalize()
+        .unwrap_or_else(|_| workspace_dir().join("target"))
 }

@@ -102,6 +102,12 @@ pub enum ClusterError {
         /// Its stderr.
         stderr: String,
     },
+    /// A scenario step could not run or its result was not what the step requires.
+    #[error("{reason}")]
+    BadStep {
+        /// What was wrong.
+        reason: String,
+    },
     /// A command that had to fail succeeded.
     #[error("node {node}: command `{command}` succeeded but was expected to fail\n--- stdout ---\n{stdout}")]
     CommandSucceeded {

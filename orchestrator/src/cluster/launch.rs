@@ -42,6 +42,8 @@ pub struct LaunchDisk {
     pub id: Option<String>,
     /// Size to create for data disks; `None` for the root disk (copied from the image).
     pub create_size: Option<u64>,
+    /// Filesystem to make on a new data disk (labelled with `id`).
+    pub format: Option<crate::spec::DiskFormat>,
 }
 
 /// A network interface as handed to `vmm`.
@@ -131,6 +133,7 @@ impl NodeLaunch {
                 path: paths.root_disk.clone(),
                 id: Some("root".into()),
                 create_size: None,
+                format: None,
             });
         }
         for (i, d) in spec.disks.iter().enumerate() {
@@ -146,6 +149,7 @@ impl NodeLaunch {
                 path: paths.data_disk(i),
                 id: d.name.clone(),
                 create_size: Some(size),
+                format: d.format,
             });
         }
         let nics = spec

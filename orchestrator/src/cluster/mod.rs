@@ -61,8 +61,10 @@ pub use console::Console;
 pub use error::{ClusterError, Result};
 pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch};
 pub use node::{agent_runtime, Node, StopPhase, Timeouts, AGENT_PORT};
-pub use run_dir::{check_socket_path, NodePaths, RunDir, MAX_SOCKET_PATH};
+pub use run_dir::{
+    check_socket_path, remove_disks_and_sockets_under, NodePaths, Retain, RunDir, MAX_SOCKET_PATH,
+};
 pub use signals::{install_teardown_on_signals, teardown_everything};
 pub use test_api::CommandOutput;
-pub use topology::{prepare_disks, Cluster, ClusterOptions};
+pub use topology::{prepare_disks, setup_script, Cluster, ClusterOptions};
 pub use wiring::vmm_port_name;

@@ -77,6 +77,9 @@ pub struct Node {
     pub timeouts: Timeouts,
     started_at: Option<Instant>,
     ready_at: Mutex<Option<Instant>>,
+    /// The spec's setup script and whether it has run (on the first boot of the disks).
+    setup: Option<String>,
+    setup_done: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -128,7 +131,15 @@ impl Node {
             timeouts: Timeouts::default(),
             started_at: None,
             ready_at: Mutex::new(None),
+            setup: None,
+            setup_done: Mutex::new(false),
         }
+    }
+
+    /// Sets the script [`Node::wait_ready`] runs once, on the first boot, before the
+    /// readiness checks (`NodeSpec::setup`).
+    pub fn set_setup(&mut self, script: Option<String>) {
+        self.setup = script;
     }
 
     /// The node's name.
@@ -259,7 +270,7 @@ impl Node {
             }),
             Some(p) if p.has_exited() => Err(ClusterError::VmmExited {
                 node: self.name().to_string(),
-                status: "see the log".into(),
+                status: p.peek_status().unwrap_or_else(|| "see the log".into()),
                 when: "while waiting for its agent".into(),
                 log: self.paths.vmm_log.clone(),
                 tail: tail_of(&self.paths.vmm_log, 20),
@@ -401,10 +412,27 @@ impl Node {
 
     /// [`Node::wait_ready`] with an explicit timeout.
     pub fn wait_ready_within(&self, timeout: Duration) -> Result<()> {
+        self.wait_ready_reporting(timeout, &|_| {})
+    }
+
+    /// [`Node::wait_ready_within`], telling `phase` what it waits for as it goes (the agent,
+    /// the setup script, each readiness check), for progress views.
+    pub fn wait_ready_reporting(&self, timeout: Duration, phase: &dyn Fn(&str)) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        phase("waiting for the agent");
         self.connect_agent(timeout)?;
+        if self.setup.is_some() && !*lock(&self.setup_done) {
+            phase("running setup");
+        }
+        self.run_setup_once()?;
         for check in &self.ready_checks {
             let left = deadline.saturating_duration_since(Instant::now());
+            phase(&match check {
+                ReadinessCheck::Unit(u) => format!("waiting for unit {u}"),
+                ReadinessCheck::Port(p) => format!("waiting for port {p}"),
+                ReadinessCheck::File(f) => format!("waiting for file {f}"),
+                ReadinessCheck::Command(c) => format!("waiting for `{c}`"),
+            });
             match check {
                 ReadinessCheck::Unit(u) => self.wait_for_unit(u, left)?,
                 ReadinessCheck::Port(p) => self.wait_for_open_port(*p, left)?,
@@ -414,6 +442,38 @@ impl Node {
         }
         *lock(&self.ready_at) = Some(Instant::now());
         tracing::info!(node = self.name(), "node ready");
+        Ok(())
+    }
+
+    /// Kills the `vmm` at once through `&self` (for a thread that must end other threads'
+    /// waits on this node, e.g. when a boot wave fails); the waits then fail promptly.
+    pub fn abort(&self) {
+        if let Some(p) = &self.process {
+            p.signal(Signal::KILL);
+        }
+    }
+
+    /// Runs the setup script under `sh -e` unless it already ran on these disks.
+    fn run_setup_once(&self) -> Result<()> {
+        let Some(script) = &self.setup else {
+            return Ok(());
+        };
+        let mut done = lock(&self.setup_done);
+        if *done {
+            return Ok(());
+        }
+        let out = self.run(&format!("set -e\n{script}"))?;
+        if out.code != 0 {
+            return Err(ClusterError::CommandFailed {
+                node: self.name().to_string(),
+                command: "(the node's setup script)".into(),
+                code: out.code,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            });
+        }
+        *done = true;
+        tracing::info!(node = self.name(), "setup script done");
         Ok(())
     }
 

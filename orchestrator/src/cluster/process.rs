@@ -160,6 +160,25 @@ impl VmmProcess {
         self.status.is_some() || exited(&self.pidfd)
     }
 
+    /// How it ended, without reaping it (through `&self`, for waits on other threads);
+    /// `None` while it runs.
+    pub fn peek_status(&self) -> Option<String> {
+        use rustix::process::{waitid, WaitId, WaitIdOptions};
+        use std::os::fd::AsFd;
+        if let Some(status) = &self.status {
+            return Some(status.to_string());
+        }
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match waitid(WaitId::PidFd(self.pidfd.as_fd()), options) {
+            Ok(Some(s)) => Some(match (s.exit_status(), s.terminating_signal()) {
+                (Some(code), _) if s.exited() => format!("exit status {code}"),
+                (_, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "ended".to_string(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Sends `signal` (no effect once it exited).
     pub fn signal(&self, signal: Signal) {
         if self.status.is_none() {

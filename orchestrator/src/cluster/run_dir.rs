@@ -94,12 +94,33 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// What [`RunDir::finish`] leaves behind. Socket files always go (their processes are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// Nothing: the directory is removed.
+    Nothing,
+    /// Logs and reports; disk images (`*.img`) are removed.
+    Logs,
+    /// Everything but sockets, disks included.
+    All,
+}
+
+impl Retain {
+    fn from_keep(keep: bool) -> Retain {
+        if keep {
+            Retain::All
+        } else {
+            Retain::Nothing
+        }
+    }
+}
+
 /// One run's directory. Removed by [`RunDir::finish`] or on drop, unless kept; a kept
 /// directory still loses its socket files (their processes are gone).
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
-    keep: bool,
+    retain: Retain,
     finished: bool,
 }
 
@@ -142,12 +163,13 @@ impl RunDir {
     }
 
     fn checked(path: PathBuf, keep: bool) -> Result<RunDir> {
+        let retain = Retain::from_keep(keep);
         let run = RunDir {
             path,
-            keep,
+            retain,
             finished: false,
         };
-        register(&run.path, keep);
+        register(&run.path, retain);
         let text = run.path.to_string_lossy();
         if text.contains(',') || text.contains('=') {
             return Err(ClusterError::BadPathChar {
@@ -164,13 +186,18 @@ impl RunDir {
 
     /// Whether the directory is kept at the end.
     pub fn keeps(&self) -> bool {
-        self.keep
+        self.retain != Retain::Nothing
     }
 
     /// Keep the directory at the end (or not).
     pub fn set_keep(&mut self, keep: bool) {
-        self.keep = keep;
-        register(&self.path, keep);
+        self.set_retain(Retain::from_keep(keep));
+    }
+
+    /// Choose what stays at the end, also when a signal ends the process.
+    pub fn set_retain(&mut self, retain: Retain) {
+        self.retain = retain;
+        register(&self.path, retain);
     }
 
     /// The switch socket of `network`.
@@ -199,17 +226,10 @@ impl RunDir {
         }
         self.finished = true;
         unregister(&self.path);
-        if self.keep {
+        if self.retain != Retain::Nothing {
             tracing::info!(path = %self.path.display(), "run directory kept");
-            return remove_sockets_under(&self.path);
         }
-        match std::fs::remove_dir_all(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ClusterError::io("removing the run directory", &self.path)(
-                e,
-            )),
-        }
+        finish_dir(&self.path, self.retain)
     }
 }
 
@@ -234,9 +254,34 @@ pub fn check_socket_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
+fn finish_dir(path: &Path, retain: Retain) -> Result<()> {
+    match retain {
+        Retain::All => remove_sockets_under(path),
+        Retain::Logs => remove_files_under(path, &|p: &Path, kind: std::fs::FileType| {
+            use std::os::unix::fs::FileTypeExt;
+            kind.is_socket() || p.extension().is_some_and(|e| e == "img")
+        }),
+        Retain::Nothing => match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ClusterError::io("removing the run directory", path)(e)),
+        },
+    }
+}
+
 /// Removes every socket file in `dir` and its subdirectories.
 pub fn remove_sockets_under(dir: &Path) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
+    remove_files_under(dir, &|_, kind: std::fs::FileType| kind.is_socket())
+}
+
+/// Removes the disk images (`*.img`) and sockets under `dir`, keeping logs and reports.
+pub fn remove_disks_and_sockets_under(dir: &Path) -> Result<()> {
+    finish_dir(dir, Retain::Logs)
+}
+
+/// Removes every file under `dir` (recursively) for which `doomed` says so.
+fn remove_files_under(dir: &Path, doomed: &dyn Fn(&Path, std::fs::FileType) -> bool) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -246,11 +291,15 @@ pub fn remove_sockets_under(dir: &Path) -> Result<()> {
         let Ok(kind) = entry.file_type() else {
             continue;
         };
+        let path = entry.path();
         if kind.is_dir() {
-            remove_sockets_under(&entry.path())?;
-        } else if kind.is_socket() {
-            std::fs::remove_file(entry.path())
-                .map_err(ClusterError::io("removing socket", entry.path()))?;
+            remove_files_under(&path, doomed)?;
+        } else if doomed(&path, kind) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ClusterError::io("removing", &path)(e)),
+            }
         }
     }
     Ok(())
@@ -291,14 +340,45 @@ pub fn create_data_disk(node: &str, path: &Path, size: u64) -> Result<()> {
     })
 }
 
-fn registry() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<PathBuf, bool>> {
-    static DIRS: std::sync::Mutex<std::collections::BTreeMap<PathBuf, bool>> =
+/// Makes `format` on the disk file at `path`, labelled `label`; lazy initialisation keeps
+/// the file sparse (a 4 GiB disk costs a few MiB).
+pub fn format_data_disk(
+    node: &str,
+    path: &Path,
+    format: crate::spec::DiskFormat,
+    label: &str,
+) -> Result<()> {
+    let crate::spec::DiskFormat::Ext4 = format;
+    let fail = |reason: String| ClusterError::Disk {
+        node: node.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", label])
+        .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run mkfs.ext4 ({e}); install e2fsprogs")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn registry() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<PathBuf, Retain>> {
+    static DIRS: std::sync::Mutex<std::collections::BTreeMap<PathBuf, Retain>> =
         std::sync::Mutex::new(std::collections::BTreeMap::new());
     DIRS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn register(path: &Path, keep: bool) {
-    registry().insert(path.to_path_buf(), keep);
+fn register(path: &Path, retain: Retain) {
+    registry().insert(path.to_path_buf(), retain);
 }
 
 fn unregister(path: &Path) {
@@ -308,14 +388,9 @@ fn unregister(path: &Path) {
 /// Finishes every run directory of this process that is still open (for signal handlers,
 /// where destructors do not run): removed, or stripped of sockets when kept.
 pub fn finish_all_registered() {
-    let all: Vec<(PathBuf, bool)> = std::mem::take(&mut *registry()).into_iter().collect();
-    for (path, keep) in all {
-        let done = if keep {
-            remove_sockets_under(&path)
-        } else {
-            std::fs::remove_dir_all(&path).map_err(ClusterError::io("removing", &path))
-        };
-        if let Err(e) = done {
+    let all: Vec<(PathBuf, Retain)> = std::mem::take(&mut *registry()).into_iter().collect();
+    for (path, retain) in all {
+        if let Err(e) = finish_dir(&path, retain) {
             tracing::warn!(error = %e, "run directory cleanup failed");
         }
     }

@@ -111,26 +111,55 @@ impl Node {
 
     /// Retries `command` until it exits 0 (within `timeout`); returns its stdout.
     pub fn wait_until_succeeds(&self, command: &str, timeout: Duration) -> Result<String> {
-        self.wait_for_exit(command, timeout, true)
+        self.wait_for_exit(command, timeout, true, None)
+    }
+
+    /// Retries `command` until it exits 0 with `expect` in its stdout (within `timeout`);
+    /// returns its stdout.
+    pub fn wait_until_prints(
+        &self,
+        command: &str,
+        expect: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        self.wait_for_exit(command, timeout, true, Some(expect))
     }
 
     /// Retries `command` until it exits non-zero (within `timeout`); returns its stdout.
     pub fn wait_until_fails(&self, command: &str, timeout: Duration) -> Result<String> {
-        self.wait_for_exit(command, timeout, false)
+        self.wait_for_exit(command, timeout, false, None)
     }
 
-    fn wait_for_exit(&self, command: &str, timeout: Duration, success: bool) -> Result<String> {
-        let goal = if success { "succeed" } else { "fail" };
+    fn wait_for_exit(
+        &self,
+        command: &str,
+        timeout: Duration,
+        success: bool,
+        expect: Option<&str>,
+    ) -> Result<String> {
+        let goal = match expect {
+            Some(text) => format!("succeed printing {text:?}"),
+            None if success => "succeed".to_string(),
+            None => "fail".to_string(),
+        };
         poll_until(
             self.name(),
             || format!("`{command}` to {goal}"),
             timeout,
             || {
                 Ok(match self.run(command) {
-                    Ok(o) if (o.code == 0) == success => Probe::Done(o.stdout),
-                    Ok(o) => {
-                        Probe::NotYet(format!("exit code {}, stderr: {}", o.code, o.stderr.trim()))
+                    Ok(o)
+                        if (o.code == 0) == success
+                            && expect.is_none_or(|text| o.stdout.contains(text)) =>
+                    {
+                        Probe::Done(o.stdout)
                     }
+                    Ok(o) => Probe::NotYet(format!(
+                        "exit code {}, stdout: {}, stderr: {}",
+                        o.code,
+                        o.stdout.trim(),
+                        o.stderr.trim()
+                    )),
                     Err(e) if ends_waiting(&e) => return Err(e),
                     Err(e) => Probe::NotYet(e.to_string()),
                 })

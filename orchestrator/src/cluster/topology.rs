@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::error::{ClusterError, Result};
 use super::launch::{NodeImage, NodeLaunch};
 use super::node::{agent_runtime, Node, Timeouts};
-use super::run_dir::{copy_root_disk, create_data_disk, RunDir};
+use super::run_dir::{copy_root_disk, create_data_disk, format_data_disk, RunDir};
 use crate::spec::ClusterSpec;
 use crate::switch::{Switch, SwitchConfig, SwitchHandle};
 
@@ -119,6 +119,7 @@ impl Cluster {
                 Arc::clone(&rt),
             );
             node.timeouts = options.timeouts;
+            node.set_setup(Some(setup_script(spec, node_spec)));
             nodes.push(node);
         }
         Ok(Cluster {
@@ -137,6 +138,11 @@ impl Cluster {
     /// Keep the run directory at the end (or not).
     pub fn set_keep(&mut self, keep: bool) {
         self.run_dir.set_keep(keep);
+    }
+
+    /// What stays of the run directory at the end (also on a signal).
+    pub fn set_retain(&mut self, retain: super::run_dir::Retain) {
+        self.run_dir.set_retain(retain);
     }
 
     /// The boot waves (`plan::boot_waves`).
@@ -328,6 +334,34 @@ impl Drop for Cluster {
     }
 }
 
+/// The script a node runs once at first boot: `KILN_NODE`/`KILN_IP` exported, every node's
+/// name in `/etc/hosts`, then the spec's own `setup`.
+pub fn setup_script(spec: &ClusterSpec, node: &crate::spec::NodeSpec) -> String {
+    let first_ip = |n: &crate::spec::NodeSpec| {
+        n.networks
+            .first()
+            .and_then(|net| net.address().ok())
+            .map(|a| a.addr().to_string())
+    };
+    let mut script = format!(
+        "export KILN_NODE='{}' KILN_IP='{}'\n",
+        node.name,
+        first_ip(node).unwrap_or_default()
+    );
+    script.push_str("cat >> /etc/hosts <<'KILN_HOSTS'\n");
+    for n in &spec.nodes {
+        if let Some(ip) = first_ip(n) {
+            script.push_str(&format!("{ip} {}\n", n.name));
+        }
+    }
+    script.push_str("KILN_HOSTS\n");
+    if let Some(own) = &node.setup {
+        script.push_str(own);
+        script.push('\n');
+    }
+    script
+}
+
 /// Creates a node's disks: the root disk copied from the image, data disks sparse.
 /// Existing files are kept (a restarted node keeps its disks).
 pub fn prepare_disks(launch: &NodeLaunch, image: &NodeImage) -> Result<()> {
@@ -336,7 +370,13 @@ pub fn prepare_disks(launch: &NodeLaunch, image: &NodeImage) -> Result<()> {
             continue;
         }
         match (disk.create_size, &image.rootfs) {
-            (Some(size), _) => create_data_disk(&launch.name, &disk.path, size)?,
+            (Some(size), _) => {
+                create_data_disk(&launch.name, &disk.path, size)?;
+                if let Some(format) = disk.format {
+                    let label = disk.id.as_deref().unwrap_or("data");
+                    format_data_disk(&launch.name, &disk.path, format, label)?;
+                }
+            }
             (None, Some(root)) => copy_root_disk(&launch.name, root, &disk.path)?,
             (None, None) => {
                 return Err(ClusterError::Disk {

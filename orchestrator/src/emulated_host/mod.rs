@@ -48,6 +48,12 @@ pub enum EmulatedHostError {
         /// The end of the console.
         detail: String,
     },
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run; QEMU was stopped with it.
+    #[error("interrupted by signal {signal}; the emulated host was stopped")]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+    },
     /// The guest ended without reporting the command's status.
     #[error("the emulated host stopped without running the command (QEMU {qemu_status}){detail}")]
     NoStatus {
@@ -206,7 +212,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
             text
         })
     });
-    let (qemu_status, timed_out) = wait_with_timeout(&mut child, opts.timeout, qemu_started)?;
+    let (qemu_status, ended) = wait_for_qemu(&mut child, opts.timeout, qemu_started)?;
     let qemu_wall = qemu_started.elapsed();
     let tail = console.map(|c| c.finish()).unwrap_or_default();
     let qemu_err = qemu_stderr.and_then(|t| t.join().ok()).unwrap_or_default();
@@ -224,7 +230,10 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
             format!("\nlast console lines:\n{}", tail.join("\n"))
         }
     };
-    if timed_out {
+    if let Ended::Signal(signal) = ended {
+        return Err(EmulatedHostError::Interrupted { signal });
+    }
+    if ended == Ended::TimedOut {
         return Err(EmulatedHostError::Timeout {
             seconds: opts.timeout.map(|t| t.as_secs()).unwrap_or(0),
             detail: console_tail(&tail),
@@ -292,23 +301,56 @@ fn kernel_cmdline(image_cmdline: &str, show_console: bool) -> String {
 
 /// Wait for QEMU; past `timeout` (from `started`), kill it. Returns its status
 /// and whether it was killed.
-fn wait_with_timeout(
+/// How the wait for QEMU ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// QEMU exited by itself.
+    Exited,
+    /// The time limit passed; QEMU was killed.
+    TimedOut,
+    /// A signal asked this process to stop; QEMU was killed.
+    Signal(i32),
+}
+
+/// Waits for QEMU, killing it when `timeout` passes or SIGINT/SIGTERM/SIGHUP arrives (the
+/// caller's temporary directories are then removed on return, as on a normal exit).
+fn wait_for_qemu(
     child: &mut std::process::Child,
     timeout: Option<Duration>,
     started: Instant,
-) -> Result<(std::process::ExitStatus, bool), EmulatedHostError> {
-    let Some(limit) = timeout else {
-        return Ok((child.wait().map_err(io_err("waiting for QEMU"))?, false));
-    };
-    let mut killed = false;
-    loop {
-        if let Some(status) = child.try_wait().map_err(io_err("waiting for QEMU"))? {
-            return Ok((status, killed));
+) -> Result<(std::process::ExitStatus, Ended), EmulatedHostError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let caught = std::sync::Arc::new(AtomicUsize::new(0));
+    let ids: Vec<_> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter_map(|sig| {
+            signal_hook::flag::register_usize(sig, std::sync::Arc::clone(&caught), sig as usize)
+                .ok()
+        })
+        .collect();
+    let mut ended = Ended::Exited;
+    let result = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok((status, ended)),
+            Ok(None) => {}
+            Err(e) => break Err(io_err("waiting for QEMU")(e)),
         }
-        if !killed && started.elapsed() > limit {
-            killed = true;
-            let _ = child.kill();
+        if ended == Ended::Exited {
+            let signal = caught.load(Ordering::Relaxed);
+            if signal != 0 {
+                ended = Ended::Signal(signal as i32);
+            } else if timeout.is_some_and(|limit| started.elapsed() > limit) {
+                ended = Ended::TimedOut;
+            }
+            if ended != Ended::Exited {
+                let _ = child.kill();
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    for id in ids {
+        signal_hook::low_level::unregister(id);
     }
+    result
 }

@@ -18,6 +18,13 @@ pub const SERVICE_UNIT: &str = include_str!("../../../agent/kiln-agent.service")
 /// Name of the unit file.
 pub const SERVICE_NAME: &str = "kiln-agent.service";
 
+/// The unit that applies `kiln.hostname=`/`kiln.ip=` under systemd (the agent's
+/// `net-setup --from-cmdline`); PID 1 mode does this itself.
+pub const NET_UNIT: &str = include_str!("../../../agent/kiln-net.service");
+
+/// Name of the network unit file.
+pub const NET_UNIT_NAME: &str = "kiln-net.service";
+
 /// Target triple of the static build (glibc, `+crt-static`).
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 

@@ -35,7 +35,7 @@ use std::time::Instant;
 pub const INITRAMFS_AGENT_PATH: &str = "bin/kiln-agent";
 
 /// Bump when the build procedure changes what it produces for the same inputs.
-const BUILDER_VERSION: &str = "kiln-image/1";
+const BUILDER_VERSION: &str = "kiln-image/2";
 
 /// A built image in the cache.
 #[derive(Debug, Clone)]
@@ -319,7 +319,8 @@ pub fn cache_key(recipe: &Recipe, pins: &[PackagePin], agent: Option<&AgentBinar
         .field(recipe.init.as_bytes());
     if let Some(agent) = agent {
         key.field(agent.sha256.as_bytes())
-            .field(agent_bin::SERVICE_UNIT.as_bytes());
+            .field(agent_bin::SERVICE_UNIT.as_bytes())
+            .field(agent_bin::NET_UNIT.as_bytes());
     }
     for pin in pins {
         key.field(pin.name.as_bytes())

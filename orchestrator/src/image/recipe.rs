@@ -48,6 +48,10 @@ pub struct RootfsSpec {
     pub include: Vec<String>,
     /// Size of `rootfs.ext4` in MiB.
     pub size_mib: u32,
+    /// systemd units the packages enable that should not start at boot (`etcd`
+    /// means `etcd.service`); a node's setup enables what its role needs.
+    #[serde(default)]
+    pub disable: Vec<String>,
 }
 
 /// Where an image carries the Kiln guest agent.

@@ -5,7 +5,7 @@
 //! bookworm's mke2fs 1.47.0 cannot read tarballs) and mke2fs fills the ext4
 //! image from the tree.
 
-use super::agent_bin::{SERVICE_NAME, SERVICE_UNIT};
+use super::agent_bin::{NET_UNIT, NET_UNIT_NAME, SERVICE_NAME, SERVICE_UNIT};
 use super::error::ImageError;
 use super::recipe::RootfsSpec;
 use crate::emulated_host::script::shell_quote;
@@ -141,6 +141,7 @@ pub fn build(
         install_agent(&tree, agent)?;
         keep_tmp_at_boot(&tree)?;
     }
+    disable_units(&tree, &spec.disable)?;
     let output = Command::new("mkfs.ext4")
         .args(["-F", "-q", "-L", "kiln-root", "-d"])
         .arg(&tree)
@@ -179,14 +180,56 @@ pub fn install_agent(root: &Path, agent: &Path) -> Result<(), ImageError> {
         .map_err(ImageError::io("installing the guest agent", &bin))?;
     let unit = units.join(SERVICE_NAME);
     std::fs::write(&unit, SERVICE_UNIT).map_err(ImageError::io("writing the agent unit", &unit))?;
-    let link = wants.join(SERVICE_NAME);
+    enable_unit(&units, "sysinit.target", SERVICE_NAME)?;
+    let net = units.join(NET_UNIT_NAME);
+    std::fs::write(&net, NET_UNIT).map_err(ImageError::io("writing the network unit", &net))?;
+    enable_unit(&units, "multi-user.target", NET_UNIT_NAME)
+}
+
+/// Links `units/<target>.wants/<name>` to `/etc/systemd/system/<name>`.
+fn enable_unit(units: &Path, target: &str, name: &str) -> Result<(), ImageError> {
+    let wants = units.join(format!("{target}.wants"));
+    std::fs::create_dir_all(&wants)
+        .map_err(ImageError::io("creating a rootfs directory", &wants))?;
+    let link = wants.join(name);
     match std::fs::remove_file(&link) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ImageError::io("enabling the agent unit", &link)(e)),
+        Err(e) => return Err(ImageError::io("enabling a unit", &link)(e)),
     }
-    std::os::unix::fs::symlink(format!("/etc/systemd/system/{SERVICE_NAME}"), &link)
-        .map_err(ImageError::io("enabling the agent unit", &link))
+    std::os::unix::fs::symlink(format!("/etc/systemd/system/{name}"), &link)
+        .map_err(ImageError::io("enabling a unit", &link))
+}
+
+/// Removes the `*.wants/` links that enable each of `units` in the tree `root`
+/// (what `systemctl disable` does, without a chroot). A unit that is not enabled
+/// is no error: package scripts differ between releases.
+pub fn disable_units(root: &Path, units: &[String]) -> Result<(), ImageError> {
+    let system = root.join("etc/systemd/system");
+    let Ok(dirs) = std::fs::read_dir(&system) else {
+        return Ok(());
+    };
+    let wants: Vec<_> = dirs
+        .filter_map(Result::ok)
+        .map(|d| d.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wants"))
+        .collect();
+    for unit in units {
+        let file = if unit.contains('.') {
+            unit.clone()
+        } else {
+            format!("{unit}.service")
+        };
+        for dir in &wants {
+            let link = dir.join(&file);
+            match std::fs::remove_file(&link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("disabling a unit", &link)(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// systemd-tmpfiles empties `/tmp` at boot (Debian's `D /tmp`); the agent answers
@@ -218,6 +261,7 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             include: vec!["systemd".into(), "nginx".into()],
             size_mib: 512,
+            disable: vec![],
         };
         let args = mmdebstrap_args(
             &spec,
@@ -268,5 +312,38 @@ mod tests {
             std::fs::read_link(link).unwrap(),
             Path::new("/etc/systemd/system/kiln-agent.service")
         );
+        let net = root
+            .path()
+            .join("etc/systemd/system/multi-user.target.wants/kiln-net.service");
+        assert_eq!(
+            std::fs::read_link(net).unwrap(),
+            Path::new("/etc/systemd/system/kiln-net.service")
+        );
+    }
+
+    #[test]
+    fn disabling_removes_every_wants_link_and_tolerates_absent_units() {
+        let root = tempfile::tempdir().unwrap();
+        let system = root.path().join("etc/systemd/system");
+        for (dir, unit) in [
+            ("multi-user.target.wants", "etcd.service"),
+            ("multi-user.target.wants", "nginx.service"),
+            ("remote-fs.target.wants", "etcd.service"),
+            ("sockets.target.wants", "rpcbind.socket"),
+        ] {
+            std::fs::create_dir_all(system.join(dir)).unwrap();
+            std::os::unix::fs::symlink("/lib/systemd/system/x", system.join(dir).join(unit))
+                .unwrap();
+        }
+        disable_units(
+            root.path(),
+            &["etcd".into(), "rpcbind.socket".into(), "haproxy".into()],
+        )
+        .unwrap();
+        let left = |dir: &str, unit: &str| system.join(dir).join(unit).symlink_metadata().is_ok();
+        assert!(!left("multi-user.target.wants", "etcd.service"));
+        assert!(!left("remote-fs.target.wants", "etcd.service"));
+        assert!(!left("sockets.target.wants", "rpcbind.socket"));
+        assert!(left("multi-user.target.wants", "nginx.service"));
     }
 }

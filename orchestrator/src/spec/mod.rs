@@ -18,7 +18,9 @@ use std::path::Path;
 pub use error::{Problem, ProblemKind, SpecError};
 pub use graph::{find_cycles, Cycle};
 pub use locate::FieldPath;
-pub use model::{ClusterSpec, DiskSpec, NetworkSpec, NodeNetwork, NodeSpec, ReadinessCheck, Role};
+pub use model::{
+    ClusterSpec, DiskFormat, DiskSpec, NetworkSpec, NodeNetwork, NodeSpec, ReadinessCheck, Role,
+};
 pub use scenario::{ScenarioSpec, Step};
 pub use units::{parse_duration, parse_size, UnitError};
 

@@ -90,6 +90,11 @@ pub struct NodeSpec {
     /// Checks that must all pass before the node counts as ready.
     #[serde(default)]
     pub ready: Vec<ReadinessCheck>,
+    /// Shell script run once through the agent (`/bin/sh -e`), on the node's first boot
+    /// and before its readiness checks: configures and starts the node's services. What it
+    /// writes to the disks persists across crash and restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
 }
 
 fn default_cpus() -> u32 {
@@ -109,6 +114,18 @@ pub struct DiskSpec {
     /// Optional name, unique within the node (the disk's serial, used in scenarios).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Make a filesystem on the new disk on the host (labelled with the disk's name, so
+    /// the guest can mount `LABEL=<name>`); absent: the disk starts empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+}
+
+/// A filesystem the orchestrator can make on a data disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// ext4 by `mkfs.ext4` on the host (sparse: costs no disk space until written).
+    Ext4,
 }
 
 impl DiskSpec {

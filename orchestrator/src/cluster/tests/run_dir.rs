@@ -112,11 +112,19 @@ fn disks_are_copied_sparse_and_created_sparse() {
                 path: dir.path().join("root.img"),
                 id: None,
                 create_size: None,
+                format: None,
             },
             LaunchDisk {
                 path: dir.path().join("disk0.img"),
                 id: None,
                 create_size: Some(1 << 30),
+                format: None,
+            },
+            LaunchDisk {
+                path: dir.path().join("disk1.img"),
+                id: Some("etcd".into()),
+                create_size: Some(1 << 30),
+                format: Some(crate::spec::DiskFormat::Ext4),
             },
         ],
         nics: vec![],
@@ -140,6 +148,15 @@ fn disks_are_copied_sparse_and_created_sparse() {
     let data = std::fs::metadata(dir.path().join("disk0.img")).unwrap();
     assert_eq!(data.len(), 1 << 30);
     assert!(data.blocks() * 512 < 1 << 20, "data disk is not sparse");
+    // The formatted disk is ext4, labelled with its name, and still mostly sparse.
+    let formatted = dir.path().join("disk1.img");
+    let fs = std::fs::metadata(&formatted).unwrap();
+    assert_eq!(fs.len(), 1 << 30);
+    assert!(fs.blocks() * 512 < 64 << 20, "{} blocks", fs.blocks());
+    let bytes = std::fs::read(&formatted).unwrap();
+    // ext4 superblock at 1024: magic 0xEF53 at +56, volume label at +120.
+    assert_eq!(&bytes[1024 + 56..1024 + 58], &[0x53, 0xef]);
+    assert_eq!(&bytes[1024 + 120..1024 + 124], b"etcd");
     // A restarted node keeps its disks: preparing again changes nothing.
     std::fs::write(dir.path().join("disk0.img"), "used").unwrap();
     prepare_disks(&launch, &image).unwrap();

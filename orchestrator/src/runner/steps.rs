@@ -1,0 +1,294 @@
+//! One scenario step against a running cluster: the spec's action mapped onto the test API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::spec::{parse_duration, Step};
+
+use super::boot::boot_with_progress;
+use super::progress::Live;
+use super::report::Phase;
+
+/// Default time limit of waits that do not name one (nested virtualization is slow).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// Where relative paths of a step resolve.
+pub struct StepContext<'a> {
+    /// Directory of the spec file (`copy_to` sources).
+    pub spec_dir: &'a Path,
+    /// Directory for `copy_from` destinations.
+    pub output_dir: &'a Path,
+}
+
+/// One line saying what `step` does.
+pub fn label(step: &Step) -> String {
+    let a = step.action();
+    match step {
+        Step::Boot => "boot every node in dependency order".to_string(),
+        Step::Exec { node, command }
+        | Step::Fail { node, command }
+        | Step::WaitUntilFails { node, command, .. } => format!("{a} {node}: {command}"),
+        Step::Succeed {
+            node,
+            command,
+            expect,
+        }
+        | Step::WaitUntilSucceeds {
+            node,
+            command,
+            expect,
+            ..
+        } => match expect {
+            Some(e) => format!("{a} {node}: {command} → {e:?}"),
+            None => format!("{a} {node}: {command}"),
+        },
+        Step::WaitForUnit { node, unit, .. } => format!("{a} {node}: {unit}"),
+        Step::WaitForPort { node, port, .. } => format!("{a} {node}: {port}"),
+        Step::WaitForFile { node, path, .. } => format!("{a} {node}: {path}"),
+        Step::WaitReady { node, .. } | Step::Crash { node } | Step::Start { node } => {
+            format!("{a} {node}")
+        }
+        Step::Partition { nodes, from } => {
+            format!("partition [{}] from [{}]", nodes.join(" "), from.join(" "))
+        }
+        Step::Block { from, to } => format!("block {from} → {to}"),
+        Step::Heal => "heal every partition and block".to_string(),
+        Step::Link {
+            from,
+            to,
+            loss,
+            delay,
+        } => format!(
+            "link {from} → {to}: loss {}, delay {}",
+            loss.unwrap_or(0.0),
+            delay.as_deref().unwrap_or("0")
+        ),
+        Step::CopyTo {
+            node,
+            source,
+            destination,
+        } => format!("copy_to {node}: {source} → {destination}"),
+        Step::CopyFrom {
+            node,
+            source,
+            destination,
+        } => format!("copy_from {node}: {source} → {destination}"),
+        Step::Sleep { duration } => format!("sleep {duration}"),
+    }
+}
+
+/// Whether `step` injects a fault (the report's faults phase starts at the first one).
+pub fn is_fault(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Partition { .. } | Step::Block { .. } | Step::Link { .. } | Step::Crash { .. }
+    )
+}
+
+/// The phase a step belongs to, given whether a fault came before it.
+pub fn phase_of(step: &Step, after_fault: bool) -> Phase {
+    match step {
+        Step::Boot => Phase::Boot,
+        _ if after_fault || is_fault(step) => Phase::Faults,
+        _ => Phase::Checks,
+    }
+}
+
+fn wait_limit(timeout: &Option<String>) -> Result<Duration, ClusterError> {
+    match timeout {
+        None => Ok(DEFAULT_WAIT),
+        Some(t) => parse_duration(t).map_err(|e| ClusterError::BadStep {
+            reason: format!("timeout {t:?}: {e}"),
+        }),
+    }
+}
+
+fn expect_in(
+    node: &str,
+    command: &str,
+    stdout: String,
+    expect: &Option<String>,
+) -> Result<String, ClusterError> {
+    match expect {
+        Some(text) if !stdout.contains(text.as_str()) => Err(ClusterError::BadStep {
+            reason: format!(
+                "{node}: `{command}` exited 0 but its stdout does not contain {text:?}; stdout was: {}",
+                stdout.trim()
+            ),
+        }),
+        _ => Ok(stdout),
+    }
+}
+
+/// Runs `step`; returns output worth reporting. `live` shows what is being awaited.
+pub fn run_step(
+    cluster: &mut Cluster,
+    step: &Step,
+    ctx: &StepContext<'_>,
+    live: &Live,
+    progress: &super::progress::Progress,
+    ready_times: &mut Vec<(String, f64)>,
+) -> Result<Option<String>, ClusterError> {
+    let out = match step {
+        Step::Boot => {
+            let times = boot_with_progress(cluster, progress)?;
+            let text = times
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.1}s"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            ready_times.extend(times);
+            Some(format!("ready: {text}"))
+        }
+        Step::Exec { node, command } => {
+            let o = cluster.node(node)?.run(command)?;
+            Some(format!("exit {}: {}", o.code, o.stdout.trim()))
+        }
+        Step::Succeed {
+            node,
+            command,
+            expect,
+        } => {
+            let stdout = cluster.node(node)?.succeed(command)?;
+            Some(expect_in(node, command, stdout, expect)?)
+        }
+        Step::Fail { node, command } => {
+            let o = cluster.node(node)?.run(command)?;
+            if o.code == 0 {
+                return Err(ClusterError::CommandSucceeded {
+                    node: node.clone(),
+                    command: command.clone(),
+                    stdout: o.stdout,
+                });
+            }
+            Some(format!("exit {} as required: {}", o.code, o.stderr.trim()))
+        }
+        Step::WaitUntilSucceeds {
+            node,
+            command,
+            expect,
+            timeout,
+        } => {
+            let limit = wait_limit(timeout)?;
+            live.set(&format!("up to {}s", limit.as_secs()));
+            let n = cluster.node(node)?;
+            Some(match expect {
+                Some(text) => n.wait_until_prints(command, text, limit)?,
+                None => n.wait_until_succeeds(command, limit)?,
+            })
+        }
+        Step::WaitUntilFails {
+            node,
+            command,
+            timeout,
+        } => {
+            let limit = wait_limit(timeout)?;
+            live.set(&format!("up to {}s", limit.as_secs()));
+            Some(cluster.node(node)?.wait_until_fails(command, limit)?)
+        }
+        Step::WaitForUnit {
+            node,
+            unit,
+            timeout,
+        } => {
+            cluster
+                .node(node)?
+                .wait_for_unit(unit, wait_limit(timeout)?)?;
+            None
+        }
+        Step::WaitForPort {
+            node,
+            port,
+            timeout,
+        } => {
+            cluster
+                .node(node)?
+                .wait_for_open_port(*port, wait_limit(timeout)?)?;
+            None
+        }
+        Step::WaitForFile {
+            node,
+            path,
+            timeout,
+        } => {
+            cluster
+                .node(node)?
+                .wait_for_file(path, wait_limit(timeout)?)?;
+            None
+        }
+        Step::WaitReady { node, timeout } => {
+            cluster
+                .node(node)?
+                .wait_ready_within(wait_limit(timeout)?)?;
+            None
+        }
+        Step::Partition { nodes, from } => {
+            let a: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            let b: Vec<&str> = from.iter().map(String::as_str).collect();
+            cluster.partition_groups(&a, &b)?;
+            None
+        }
+        Step::Block { from, to } => {
+            cluster.block_link(from, to)?;
+            None
+        }
+        Step::Heal => {
+            cluster.heal();
+            None
+        }
+        Step::Link {
+            from,
+            to,
+            loss,
+            delay,
+        } => {
+            let delay = delay
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| ClusterError::BadStep {
+                    reason: format!("delay: {e}"),
+                })?;
+            cluster.set_link(from, to, *loss, delay)?;
+            None
+        }
+        Step::Crash { node } => {
+            cluster.node_mut(node)?.crash()?;
+            None
+        }
+        Step::Start { node } => {
+            cluster.node_mut(node)?.start()?;
+            None
+        }
+        Step::CopyTo {
+            node,
+            source,
+            destination,
+        } => {
+            let local = ctx.spec_dir.join(source);
+            let n = cluster.node(node)?.copy_to(&local, destination)?;
+            Some(format!("{n} bytes"))
+        }
+        Step::CopyFrom {
+            node,
+            source,
+            destination,
+        } => {
+            let local = ctx.output_dir.join(destination);
+            if let Some(parent) = local.parent() {
+                std::fs::create_dir_all(parent).map_err(ClusterError::io("creating", parent))?;
+            }
+            let n = cluster.node(node)?.copy_from(source, &local)?;
+            Some(format!("{n} bytes into {}", local.display()))
+        }
+        Step::Sleep { duration } => {
+            let d = parse_duration(duration).map_err(|e| ClusterError::BadStep {
+                reason: format!("duration {duration:?}: {e}"),
+            })?;
+            std::thread::sleep(d);
+            None
+        }
+    };
+    Ok(out)
+}
