@@ -48,6 +48,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         Placement::Emulated(why) => {
             eprintln!("orchestrator: {why}; running the whole run inside the emulated KVM host");
             let images = runner::prepare_images(&loaded.spec, &known)?;
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("creating {}", run_dir.display()))?;
             let mut argv = vec![
                 std::env::current_exe()
                     .context("path of the running orchestrator")?
@@ -83,7 +85,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             if !args.keep {
                 let _ = remove_disks_and_sockets_under(&run_dir);
             }
-            let outcome = outcome?;
+            let outcome = match outcome {
+                Err(emulated_host::EmulatedHostError::Interrupted { signal }) => {
+                    eprintln!("orchestrator: interrupted by signal {signal}; the emulated host and every VM in it are stopped");
+                    return Ok(128 + signal);
+                }
+                other => other?,
+            };
             eprintln!("orchestrator: logs and reports in {}", run_dir.display());
             Ok(outcome.status)
         }

@@ -23,6 +23,12 @@ pub fn build_vmm(profile_dir: &Path) -> PathBuf {
 
 /// [`build_vmm`] with the failure as a message.
 pub fn try_build_vmm(profile_dir: &Path) -> Result<PathBuf, String> {
+    try_build_bin(profile_dir, "vmm", "vmm")
+}
+
+/// Builds binary `bin` of workspace package `package` for the profile of `profile_dir`
+/// into the same target directory (a no-op when up to date); returns its path.
+pub fn try_build_bin(profile_dir: &Path, package: &str, bin: &str) -> Result<PathBuf, String> {
     let profile = profile_dir
         .file_name()
         .ok_or_else(|| format!("{} has no profile name", profile_dir.display()))?
@@ -33,7 +39,7 @@ pub fn try_build_vmm(profile_dir: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{} has no target directory", profile_dir.display()))?;
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
-        .args(["build", "-q", "-p", "vmm", "--bin", "vmm", "--target-dir"])
+        .args(["build", "-q", "-p", package, "--bin", bin, "--target-dir"])
         .arg(target_dir)
         .current_dir(workspace_dir());
     match profile.as_str() {
@@ -47,15 +53,15 @@ pub fn try_build_vmm(profile_dir: &Path) -> Result<PathBuf, String> {
     }
     let status = cargo
         .status()
-        .map_err(|e| format!("running cargo build -p vmm: {e}"))?;
+        .map_err(|e| format!("running cargo build -p {package}: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build -p vmm failed: {status}"));
+        return Err(format!("cargo build -p {package} failed: {status}"));
     }
-    let vmm = profile_dir.join("vmm");
-    if !vmm.is_file() {
-        return Err(format!("no vmm binary at {}", vmm.display()));
+    let path = profile_dir.join(bin);
+    if !path.is_file() {
+        return Err(format!("no {bin} binary at {}", path.display()));
     }
-    Ok(vmm)
+    Ok(path)
 }
 
 /// The workspace this crate was compiled from.
