@@ -6,6 +6,8 @@
 //!   status 1, reports that step as failed and the rest as skipped, and cleans up: the
 //!   checks are not vacuous.
 //! - SIGINT in the middle of a run stops it and cleans up.
+//! - `up` keeps a cluster running; `status`, `exec`, `logs` and `stop` work against it
+//!   from other processes, and `stop` leaves nothing behind.
 //!
 //! The binary chooses where the VMs run (`--host auto`): on a PVM host like ours the whole
 //! run moves into the emulated KVM host, on hardware KVM it runs directly.
@@ -74,12 +76,18 @@ fn assert_nothing_left(before: &[(u32, String)], dir: &Path) {
             leftovers.push(p.to_path_buf());
         }
     });
-    assert!(leftovers.is_empty(), "left in {}: {leftovers:?}", dir.display());
+    assert!(
+        leftovers.is_empty(),
+        "left in {}: {leftovers:?}",
+        dir.display()
+    );
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, std::fs::FileType)) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             walk(&entry.path(), f);
         } else {
@@ -150,7 +158,11 @@ fn fresh_smoke_passes_and_leaves_nothing_behind() {
         started.elapsed().as_secs_f64()
     ));
     let report = report(&dir);
-    assert!(status.success(), "fresh-smoke failed ({status}); see {}", dir.display());
+    assert!(
+        status.success(),
+        "fresh-smoke failed ({status}); see {}",
+        dir.display()
+    );
     let steps = outcomes(&report);
     assert!(steps.len() >= 20, "{steps:?}");
     assert!(steps.iter().all(|s| s == "passed"), "{steps:?}");
@@ -160,11 +172,17 @@ fn fresh_smoke_passes_and_leaves_nothing_behind() {
         .unwrap()
         .iter()
         .any(|s| s["action"] == "fail" && s["outcome"] == "passed"));
-    for (phase, seconds) in report["phases"].as_array().unwrap().iter().map(|p| (&p[0], &p[1])) {
-        say(&format!("e2e figure: fresh-smoke phase {phase}: {seconds:.1} s"));
+    for phase in report["phases"].as_array().unwrap() {
+        let (name, seconds) = (phase[0].as_str().unwrap(), phase[1].as_f64().unwrap());
+        say(&format!(
+            "e2e figure: fresh-smoke phase {name}: {seconds:.1} s"
+        ));
     }
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
-    assert!(junit.contains(&format!("tests=\"{}\" failures=\"0\"", steps.len())), "{junit}");
+    assert!(
+        junit.contains(&format!("tests=\"{}\" failures=\"0\"", steps.len())),
+        "{junit}"
+    );
     for node in ["node01", "node02", "node03", "node04", "node05", "node06"] {
         let log = std::fs::read_to_string(dir.join(node).join("serial.log")).unwrap();
         assert!(log.contains(&format!("{node} login")), "{node}: {log}");
@@ -266,4 +284,111 @@ fn sigint_stops_a_run_and_cleans_up() {
     assert_nothing_left(&before, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(dir.with_extension("spec")).unwrap();
+}
+
+/// Runs `orchestrator ARGS...` to completion: (exit code, stdout, stderr).
+fn orchestrator_cmd(bin: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn up_keeps_a_cluster_for_status_exec_logs_and_stop() {
+    let _serial = e2e::one_at_a_time();
+    let orchestrator = binaries();
+    let dir = run_dir("up");
+    let spec = one_node_spec(&dir.with_extension("spec"), r#"{ action = "boot" },"#);
+    let before = vm_processes();
+    let mut owner = Interrupted(
+        Command::new(&orchestrator)
+            .args(["up", "--cluster"])
+            .arg(&spec)
+            .arg("--run-dir")
+            .arg(&dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = owner.0.stderr.take().unwrap();
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  | {line}");
+            if line.contains("cluster is up") {
+                let _ = up_tx.send(());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    if up_rx.recv_timeout(Duration::from_secs(600)).is_err() {
+        drop(owner);
+        panic!(
+            "the cluster never came up:\n{}",
+            drain.join().unwrap().join("\n")
+        );
+    }
+    let d = dir.to_str().unwrap();
+
+    let (code, out, _) = orchestrator_cmd(&orchestrator, &["status", "--run-dir", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("solo") && out.contains("running"), "{out}");
+
+    let (code, out, err) = orchestrator_cmd(
+        &orchestrator,
+        &[
+            "exec",
+            "--run-dir",
+            d,
+            "solo",
+            "--",
+            "echo out; echo err >&2; hostname; exit 3",
+        ],
+    );
+    assert_eq!(code, 3, "exit code of the command: {out} {err}");
+    assert_eq!(out, "out\nsolo\n");
+    assert_eq!(err, "err\n");
+
+    let (code, out, _) = orchestrator_cmd(&orchestrator, &["logs", "--run-dir", d, "solo"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("KILN-AGENT-READY"), "{out}");
+
+    let (code, _, err) = orchestrator_cmd(
+        &orchestrator,
+        &["exec", "--run-dir", d, "nosuch", "--", "true"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no node \"nosuch\"; nodes: solo"), "{err}");
+
+    let (code, out, err) = orchestrator_cmd(&orchestrator, &["stop", "--run-dir", d]);
+    assert_eq!(code, 0, "{out} {err}");
+    let status = owner.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    drain.join().unwrap();
+    let (code, _, err) = orchestrator_cmd(&orchestrator, &["status", "--run-dir", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no cluster is running"), "{err}");
+    assert!(dir.join("solo").join("serial.log").is_file());
+    assert_nothing_left(&before, &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir.with_extension("spec")).unwrap();
+}
+
+/// A child `orchestrator` that gets SIGINT (and is awaited) if a failing test drops it, so
+/// that a failed assertion leaves no cluster behind.
+struct Interrupted(std::process::Child);
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill(2) on our own child, not reaped yet.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -26,6 +26,36 @@ pub enum Command {
     HostInfo,
     /// Run a scenario: build or reuse images, boot the cluster, run the steps, report.
     Run(RunArgs),
+    /// Boot a cluster and keep it up (until `orchestrator stop`).
+    Up(UpArgs),
+    /// Show the nodes of a running cluster.
+    Status(Target),
+    /// Print a node's serial console log.
+    Logs {
+        /// Node name.
+        node: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run a command in a node through its agent (stdout and stderr apart, its exit status).
+    Exec {
+        /// Node name.
+        node: String,
+        #[command(flatten)]
+        target: Target,
+        /// The command and its arguments (after `--`), run through `/bin/sh -c`.
+        #[arg(required = true, last = true, value_name = "CMD")]
+        argv: Vec<String>,
+    },
+    /// Stop a running cluster (every VM, switch and socket).
+    Stop(Target),
+    /// Remove what stopped runs left: disk images and sockets; with --all, whole run
+    /// directories of runs that are not running.
+    Clean {
+        /// Remove the logs and reports of finished runs too.
+        #[arg(long)]
+        all: bool,
+    },
     /// Validate a cluster spec, its boot order and image names without booting anything.
     Check {
         /// Cluster spec (TOML); the built-in reference cluster when absent.
@@ -39,6 +69,24 @@ pub enum Command {
 pub struct RunArgs {
     /// Scenario name from the cluster spec (`fresh-smoke` in the reference cluster).
     pub scenario: String,
+    /// Leave the cluster running after the scenario, for `status`, `logs`, `exec` and
+    /// `stop` from another terminal.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub common: ClusterArgs,
+}
+
+/// `orchestrator up ...`
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub common: ClusterArgs,
+}
+
+/// What `run` and `up` share.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
     /// Cluster spec (TOML); the built-in reference cluster when absent.
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
@@ -46,16 +94,17 @@ pub struct RunArgs {
     /// emulated KVM host.
     #[arg(long, value_enum, default_value_t = HostChoice::Auto)]
     pub host: HostChoice,
-    /// Keep the nodes' disks in the run directory (logs and reports are always kept).
-    #[arg(long)]
-    pub keep: bool,
-    /// Use this run directory (must be new or empty) instead of `<cache>/run/<scenario>-<time>`.
+    /// Use this run directory (must be new or empty) instead of `<cache>/run/<name>-<time>`.
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Run in a local temporary directory and copy logs and reports here at the end
     /// (what the run does inside the emulated host, whose shares cannot hold sockets).
     #[arg(long, value_name = "DIR", hide = true, conflicts_with = "run_dir")]
     pub results_dir: Option<PathBuf>,
+    /// Serve the control endpoint of a kept cluster on this TCP address (inside the
+    /// emulated host, where QEMU forwards a local port to it).
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub listen_tcp: Option<String>,
     /// The vmm binary (default: $KILN_VMM, or built from this workspace).
     #[arg(long, value_name = "PATH")]
     pub vmm: Option<PathBuf>,
@@ -63,6 +112,14 @@ pub struct RunArgs {
     /// emulated host, where the images were prepared outside).
     #[arg(long = "image", value_name = "NAME=DIR", value_parser = parse_image, hide = true)]
     pub images: Vec<(String, PathBuf)>,
+}
+
+/// Which held cluster a command talks to.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Run directory of the cluster (default: the latest run).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
 }
 
 fn parse_image(text: &str) -> Result<(String, PathBuf), String> {
@@ -182,10 +239,10 @@ mod tests {
             panic!("wrong command");
         };
         assert_eq!(args.scenario, "fresh-smoke");
-        assert_eq!(args.host, HostChoice::Emulated);
+        assert_eq!(args.common.host, HostChoice::Emulated);
         assert!(args.keep);
         assert_eq!(
-            args.images,
+            args.common.images,
             [("debian-node".to_string(), PathBuf::from("/c/img"))]
         );
         let bad = parse(&["run", "x", "--host", "cloud"]).unwrap_err();
@@ -194,6 +251,17 @@ mod tests {
         assert_eq!(bad.kind(), ErrorKind::ValueValidation);
         let none = parse(&["run"]).unwrap_err();
         assert_eq!(none.kind(), ErrorKind::MissingRequiredArgument);
+        let Command::Exec { node, argv, .. } =
+            parse(&["exec", "node01", "--", "etcdctl", "get", "k"])
+                .unwrap()
+                .command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!((node.as_str(), argv.len()), ("node01", 3));
+        let no_cmd = parse(&["exec", "node01"]).unwrap_err();
+        assert_eq!(no_cmd.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(matches!(parse(&["up"]).unwrap().command, Command::Up(_)));
     }
 
     #[test]

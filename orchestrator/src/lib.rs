@@ -5,6 +5,7 @@ pub mod cache;
 pub mod check;
 pub mod cluster;
 pub mod emulated_host;
+pub mod hold;
 pub mod host_kind;
 pub mod image;
 pub mod plan;

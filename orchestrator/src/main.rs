@@ -1,6 +1,7 @@
 //! `orchestrator`: Kiln's command-line entry point.
 
 mod cli;
+mod cluster_cmd;
 mod run_cmd;
 
 use anyhow::Context;
@@ -78,7 +79,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(outcome.status)
         }
-        Command::Run(args) => run_cmd::run(args),
+        Command::Run(args) => run_cmd::run(Some(&args.scenario), args.keep, args.common),
+        Command::Up(args) => run_cmd::run(None, true, args.common),
+        Command::Status(t) => cluster_cmd::status(t.run_dir.as_deref()),
+        Command::Logs { node, target } => cluster_cmd::logs(&node, target.run_dir.as_deref()),
+        Command::Exec { node, target, argv } => {
+            cluster_cmd::exec(&node, &argv, target.run_dir.as_deref())
+        }
+        Command::Stop(t) => cluster_cmd::stop(t.run_dir.as_deref()),
+        Command::Clean { all } => cluster_cmd::clean(all),
         Command::Check { cluster } => match orchestrator::check::check(cluster.as_deref()) {
             Ok(report) => {
                 print!("{report}");

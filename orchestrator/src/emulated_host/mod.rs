@@ -86,6 +86,9 @@ pub struct RunOptions {
     pub show_console: bool,
     /// Stop QEMU after this long (none: wait for the command).
     pub timeout: Option<Duration>,
+    /// Forward `127.0.0.1:<port>` here to `<addr>` inside (QEMU user network; the host
+    /// gets 10.0.2.15 on its eth0 when the command sets it up). No network when `None`.
+    pub forward_port: Option<(u16, String)>,
 }
 
 impl RunOptions {
@@ -99,6 +102,7 @@ impl RunOptions {
             extra_shares: Vec::new(),
             show_console: false,
             timeout: None,
+            forward_port: None,
         })
     }
 }
@@ -188,6 +192,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, EmulatedHostError> {
         shares: &shares,
         stdout_socket: &stdout_socket,
         stderr_socket: &stderr_socket,
+        forward_port: opts.forward_port.as_ref().map(|(p, a)| (*p, a.as_str())),
     };
     let args = qemu::qemu_args(&plan);
     tracing::debug!(qemu = %qemu.display(), ?args, "starting the emulated host");

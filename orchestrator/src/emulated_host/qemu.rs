@@ -60,6 +60,8 @@ pub struct QemuPlan<'a> {
     pub stdout_socket: &'a Path,
     /// Same for stderr.
     pub stderr_socket: &'a Path,
+    /// Forward `127.0.0.1:<port>` to `<addr>` inside over a user-mode NIC.
+    pub forward_port: Option<(u16, &'a str)>,
 }
 
 /// The arguments (after the program name).
@@ -119,6 +121,15 @@ pub fn qemu_args(plan: &QemuPlan<'_>) -> Vec<String> {
         ninep(&share.tag, &share.path, false);
     }
 
+    if let Some((port, inside)) = plan.forward_port {
+        // restrict=on: the guest reaches nothing outside; only the forwarded port goes in.
+        args.extend([
+            "-netdev".into(),
+            format!("user,id=kilnnet,restrict=on,hostfwd=tcp:127.0.0.1:{port}-{inside}"),
+            "-device".into(),
+            "virtio-net-device,netdev=kilnnet".into(),
+        ]);
+    }
     args.extend(["-device".into(), "virtio-serial-device,id=vser".into()]);
     for (id, socket, name) in [
         ("kout", plan.stdout_socket, "kiln.stdout"),
@@ -163,8 +174,20 @@ mod tests {
             shares: &shares,
             stdout_socket: Path::new("/tmp/s/out"),
             stderr_socket: Path::new("/tmp/s/err"),
+            forward_port: None,
         };
         let args = qemu_args(&plan).join(" ");
+        assert!(!args.contains("-netdev"), "no network unless asked: {args}");
+        let forwarded = QemuPlan {
+            forward_port: Some((40123, "10.0.2.15:7070")),
+            ..plan
+        };
+        let with_net = qemu_args(&forwarded).join(" ");
+        assert!(
+            with_net
+                .contains("user,id=kilnnet,restrict=on,hostfwd=tcp:127.0.0.1:40123-10.0.2.15:7070"),
+            "{with_net}"
+        );
         assert!(args.contains("-M microvm,rtc=on"), "{args}");
         assert!(args.contains("-smp 2 -m 3072"), "{args}");
         assert!(

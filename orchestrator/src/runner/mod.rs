@@ -4,7 +4,7 @@
 //! node's serial log.
 //!
 //! The first failing step fails the run; the steps after it are reported as skipped. The
-//! run directory keeps logs and reports; disk images go unless the run is kept.
+//! run directory keeps logs and reports; disk images go when the cluster stops.
 
 mod boot;
 pub mod placement;
@@ -38,8 +38,6 @@ pub struct RunOptions {
     pub images: HashMap<String, PathBuf>,
     /// The run directory (must not exist or be empty).
     pub run_dir: PathBuf,
-    /// Keep the disks too (logs and reports are always kept).
-    pub keep: bool,
     /// Where the VMs run, for the report (`kvm: ...` or `emulated: ...`).
     pub host: String,
     /// Copy logs and reports here at the end, and drop `run_dir` whole. Inside the
@@ -103,10 +101,28 @@ pub fn prepare_images(
     Ok(dirs)
 }
 
+/// A scenario that ran: its report (already written into the run directory) and the
+/// cluster, still running, for [`finish`] or for holding it (`--keep`, `up`).
+pub struct Finished {
+    /// What happened.
+    pub report: RunReport,
+    /// The cluster as the last step left it.
+    pub cluster: Cluster,
+}
+
 /// Runs the scenario; the report says whether it passed. Errors are problems before the
 /// first step (spec, images, run directory).
-pub fn run(opts: &RunOptions, progress: &Progress) -> anyhow::Result<RunReport> {
+pub fn run(opts: &RunOptions, progress: &Progress) -> anyhow::Result<Finished> {
     let loaded = load(opts.cluster_file.as_deref(), &opts.scenario)?;
+    run_loaded(opts, loaded, progress)
+}
+
+/// [`run`] for a spec already loaded (`up` runs a boot-only scenario of its own).
+pub fn run_loaded(
+    opts: &RunOptions,
+    loaded: Loaded,
+    progress: &Progress,
+) -> anyhow::Result<Finished> {
     let cluster_name = loaded.spec.name.clone().unwrap_or_else(|| "cluster".into());
     let mut report = RunReport::new(&cluster_name, &opts.scenario, &opts.host, &opts.run_dir);
 
@@ -127,7 +143,8 @@ pub fn run(opts: &RunOptions, progress: &Progress) -> anyhow::Result<RunReport> 
     options.run_dir = Some(opts.run_dir.clone());
     options.keep = true;
     let mut cluster = Cluster::new(&loaded.spec, &images, options)?;
-    cluster.set_retain(if opts.keep { Retain::All } else { Retain::Logs });
+    // Logs and reports stay; disks go at the end (also on Ctrl-C).
+    cluster.set_retain(Retain::Logs);
     progress.line(&format!(
         "{} / {}: {} nodes, run directory {}",
         loaded.source,
@@ -145,14 +162,38 @@ pub fn run(opts: &RunOptions, progress: &Progress) -> anyhow::Result<RunReport> 
     report
         .write_files(&opts.run_dir)
         .with_context(|| format!("writing reports into {}", opts.run_dir.display()))?;
+    Ok(Finished { report, cluster })
+}
+
+/// Tears the cluster down and, with `results_dir`, moves logs and reports there.
+pub fn finish(cluster: Cluster, opts: &RunOptions) -> anyhow::Result<()> {
     cluster.teardown()?;
+    finish_results(opts)
+}
+
+/// After teardown: with `results_dir`, moves logs and reports there.
+pub fn finish_results(opts: &RunOptions) -> anyhow::Result<()> {
     if let Some(results) = &opts.results_dir {
         copy_results(&opts.run_dir, results)
             .with_context(|| format!("copying logs and reports into {}", results.display()))?;
         std::fs::remove_dir_all(&opts.run_dir)
             .with_context(|| format!("removing {}", opts.run_dir.display()))?;
     }
-    Ok(report)
+    Ok(())
+}
+
+/// The scenario `orchestrator up` runs: boot every node, nothing else.
+pub fn boot_only(spec: ClusterSpec, source: String, spec_dir: PathBuf) -> Loaded {
+    Loaded {
+        spec,
+        scenario: ScenarioSpec {
+            name: "up".into(),
+            description: Some("boot every node and wait until each is ready".into()),
+            steps: vec![crate::spec::Step::Boot],
+        },
+        source,
+        spec_dir,
+    }
 }
 
 /// Copies the logs, reports and outputs under `from` (everything but disk images and
