@@ -234,39 +234,18 @@ fn sigint_stops_a_run_and_cleans_up() {
 { action = "sleep", duration = "10m" },"#,
     );
     let before = vm_processes();
-    let mut child = Command::new(&orchestrator)
-        .args(["run", "check", "--cluster"])
+    let mut cmd = Command::new(&orchestrator);
+    cmd.args(["run", "check", "--cluster"])
         .arg(&spec)
         .arg("--run-dir")
-        .arg(&dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the node is up and the run sits in its long step; keep draining stderr
-    // afterwards (a closed pipe would end the run with EPIPE, not with the signal).
-    let stderr = child.stderr.take().unwrap();
-    let (reached, at_sleep) = std::sync::mpsc::channel();
-    let drain = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  | {line}");
-            if line.contains("sleep 10m") {
-                let _ = reached.send(());
-            }
-            seen.push(line);
-        }
-        seen
-    });
-    if at_sleep.recv_timeout(Duration::from_secs(600)).is_err() {
-        let _ = child.kill();
-        let seen = drain.join().unwrap();
-        panic!("the run never reached its sleep step:\n{}", seen.join("\n"));
-    }
+        .arg(&dir);
+    // Wait until the node is up and the run sits in its long step.
+    let (mut child, drain) = start_until(cmd, "sleep 10m");
     // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) }, 0);
     let started = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -303,36 +282,12 @@ fn up_keeps_a_cluster_for_status_exec_logs_and_stop() {
     let dir = run_dir("up");
     let spec = one_node_spec(&dir.with_extension("spec"), r#"{ action = "boot" },"#);
     let before = vm_processes();
-    let mut owner = Interrupted(
-        Command::new(&orchestrator)
-            .args(["up", "--cluster"])
-            .arg(&spec)
-            .arg("--run-dir")
-            .arg(&dir)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = owner.0.stderr.take().unwrap();
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
-    let drain = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  | {line}");
-            if line.contains("cluster is up") {
-                let _ = up_tx.send(());
-            }
-            seen.push(line);
-        }
-        seen
-    });
-    if up_rx.recv_timeout(Duration::from_secs(600)).is_err() {
-        drop(owner);
-        panic!(
-            "the cluster never came up:\n{}",
-            drain.join().unwrap().join("\n")
-        );
-    }
+    let mut cmd = Command::new(&orchestrator);
+    cmd.args(["up", "--cluster"])
+        .arg(&spec)
+        .arg("--run-dir")
+        .arg(&dir);
+    let (mut owner, drain) = start_until(cmd, "cluster is up");
     let d = dir.to_str().unwrap();
 
     let (code, out, _) = orchestrator_cmd(&orchestrator, &["status", "--run-dir", d]);
@@ -377,6 +332,37 @@ fn up_keeps_a_cluster_for_status_exec_logs_and_stop() {
     assert_nothing_left(&before, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(dir.with_extension("spec")).unwrap();
+}
+
+/// Starts `cmd` and returns once its stderr shows `marker` (failing the test after ten
+/// minutes). Its stderr keeps being drained and echoed (a closed pipe would end it with
+/// EPIPE); the thread returns every line when the process ends.
+fn start_until(
+    mut cmd: Command,
+    marker: &'static str,
+) -> (Interrupted, std::thread::JoinHandle<Vec<String>>) {
+    let mut child = Interrupted(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (reached, seen_marker) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  | {line}");
+            if line.contains(marker) {
+                let _ = reached.send(());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    if seen_marker.recv_timeout(Duration::from_secs(600)).is_err() {
+        drop(child);
+        panic!(
+            "never saw {marker:?}:\n{}",
+            drain.join().unwrap().join("\n")
+        );
+    }
+    (child, drain)
 }
 
 /// A child `orchestrator` that gets SIGINT (and is awaited) if a failing test drops it, so

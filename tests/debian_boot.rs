@@ -5,6 +5,7 @@
 //!   itself), separate stdout/stderr and exit codes, then power-off with `vmm` exiting 0.
 //! - `debian-node`: the ext4 root disk boots systemd to `multi-user.target`; the agent runs
 //!   commands and round-trips a file.
+//! - Both boot two vCPUs (SMP through the MADT) and check the guest sees both.
 //!
 //! On a host whose /dev/kvm cannot boot Linux (PVM here) each test re-runs itself inside the
 //! emulated KVM host; on hardware KVM it runs directly. Boot figures are printed.
@@ -56,9 +57,8 @@ fn debian_minimal_boots_with_disk_net_and_vsock() {
             img.cmdline()
         ),
         mem_mib: 256,
-        // One vCPU: two-vCPU boots inside the emulated host (TCG nesting) sometimes stall
-        // before init; see the issue note.
-        cpus: 1,
+        // SMP through the MADT: two vCPUs, both must come up.
+        cpus: 2,
         disks: vec![disk.display().to_string()],
         nets: vec![format!("switch={}", switch_path.display())],
     };
@@ -78,7 +78,7 @@ fn debian_minimal_boots_with_disk_net_and_vsock() {
         assert_eq!(out.stdout, MARKER);
 
         let cpus = sh(&mut guest, &agent, "nproc").await;
-        assert_eq!(String::from_utf8_lossy(&cpus.stdout).trim(), "1");
+        assert_eq!(String::from_utf8_lossy(&cpus.stdout).trim(), "2");
 
         // The network device exists with the MAC the vmm gave it ...
         let mac = sh(&mut guest, &agent, "cat /sys/class/net/eth0/address").await;
@@ -143,9 +143,7 @@ fn debian_node_boots_systemd_on_ext4_root() {
         initrd: img.initrd(),
         cmdline: format!("{} kiln.hostname=e2e-node", img.cmdline()),
         mem_mib: 1024,
-        // One vCPU: with two, the boot inside the emulated host (TCG) sometimes stalls a vCPU
-        // for tens of seconds (soft lockup); see the issue note.
-        cpus: 1,
+        cpus: 2,
         disks: vec![root.display().to_string()],
         nets: vec![],
     };
@@ -176,6 +174,8 @@ fn debian_node_boots_systemd_on_ext4_root() {
         }
         let multi_user = guest.started.elapsed();
 
+        let cpus = sh(&mut guest, &agent, "nproc").await;
+        assert_eq!(String::from_utf8_lossy(&cpus.stdout).trim(), "2");
         let root = sh(&mut guest, &agent, "findmnt -n -o SOURCE,FSTYPE /").await;
         assert_eq!(
             String::from_utf8_lossy(&root.stdout).trim(),

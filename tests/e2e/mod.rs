@@ -75,6 +75,10 @@ pub fn rerun_in_emulated_host(test: &str, env: &[(&str, String)]) {
     ]);
     let mut opts = orchestrator::emulated_host::RunOptions::new(argv).expect("current directory");
     opts.timeout = Some(Duration::from_secs(900));
+    // One vCPU, as for cluster runs (`runner::placement::emulated_host_cpus`): nested guests
+    // on a multi-vCPU TCG host stall or triple-fault at random; on one they are reliable,
+    // two-vCPU guests included.
+    opts.cpus = orchestrator::runner::placement::emulated_host_cpus();
     let out = orchestrator::emulated_host::run(&opts).expect("emulated KVM host runs");
     if let Some(boot) = out.boot_seconds {
         say(&format!(
