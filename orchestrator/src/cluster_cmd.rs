@@ -106,7 +106,7 @@ pub fn clean(all: bool) -> anyhow::Result<i32> {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        if HeldState::read(&dir).is_ok_and(|s| s.owner_alive()) {
+        if HeldState::read(&dir).is_ok_and(|s| s.owner_alive()) || in_use(&dir) {
             running += 1;
             continue;
         }
@@ -125,10 +125,23 @@ pub fn clean(all: bool) -> anyhow::Result<i32> {
         "cleaned {cleaned} run directories in {}{}",
         root.display(),
         if running > 0 {
-            format!("; {running} with a running cluster left alone (`orchestrator stop`)")
+            format!("; {running} in use left alone (`orchestrator stop` stops a kept cluster)")
         } else {
             String::new()
         }
     );
     Ok(0)
+}
+
+/// Whether a running process names `dir` on its command line (an emulated host's QEMU, a
+/// `vmm` or a run in progress that is not held).
+fn in_use(dir: &Path) -> bool {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline"))
+            .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
+    })
 }

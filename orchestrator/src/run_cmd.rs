@@ -173,12 +173,23 @@ fn emulated(
     run_dir: PathBuf,
     known: &HashMap<String, PathBuf>,
 ) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
     let images = runner::prepare_images(&loaded.spec, known)?;
+    eprintln!(
+        "orchestrator: images ready in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        images
+            .values()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let mut argv = vec![std::env::current_exe()
-        .context("path of the running orchestrator")?
-        .display()
-        .to_string()];
+    let exe = std::env::current_exe().context("path of the running orchestrator")?;
+    // Rebuilt while this ran: Linux names the old file "... (deleted)"; the new one is at
+    // the plain path.
+    let exe = exe.display().to_string();
+    let mut argv = vec![exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string()];
     match scenario {
         None => argv.push("up".into()),
         Some(name) => argv.extend(["run".into(), name.to_string()]),
