@@ -4,7 +4,8 @@
 //!   serial logs, and leaves no process, socket or disk behind.
 //! - A scenario with a step that must fail (a wrong expectation) fails the run with exit
 //!   status 1, reports that step as failed and the rest as skipped, and cleans up: the
-//!   checks are not vacuous.
+//!   checks are not vacuous. Before it, the node is frozen, thawed, shut down and started
+//!   again through scenario steps.
 //! - SIGINT in the middle of a run stops it and cleans up.
 //! - `up` keeps a cluster running; `status`, `exec`, `logs` and `stop` work against it
 //!   from other processes, and `stop` leaves nothing behind.
@@ -199,7 +200,12 @@ fn a_failing_step_fails_the_run_and_cleans_up() {
     let spec = one_node_spec(
         &dir.with_extension("spec"),
         r#"{ action = "boot" },
+{ action = "freeze", node = "solo" },
+{ action = "thaw", node = "solo" },
 { action = "succeed", node = "solo", command = "echo hello", expect = "hello" },
+{ action = "shutdown", node = "solo" },
+{ action = "start", node = "solo" },
+{ action = "wait_ready", node = "solo" },
 { action = "succeed", node = "solo", command = "echo hello", expect = "goodbye" },
 { action = "succeed", node = "solo", command = "true" },"#,
     );
@@ -213,8 +219,10 @@ fn a_failing_step_fails_the_run_and_cleans_up() {
         .unwrap();
     assert_eq!(status.code(), Some(1), "a failing step must fail the run");
     let report = report(&dir);
-    assert_eq!(outcomes(&report), ["passed", "passed", "failed", "skipped"]);
-    let why = report["steps"][2]["message"].as_str().unwrap();
+    let mut expected = vec!["passed"; 7];
+    expected.extend(["failed", "skipped"]);
+    assert_eq!(outcomes(&report), expected);
+    let why = report["steps"][7]["message"].as_str().unwrap();
     assert!(why.contains("goodbye"), "{why}");
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert!(junit.contains("failures=\"1\" skipped=\"1\""), "{junit}");

@@ -46,9 +46,12 @@ pub fn label(step: &Step) -> String {
         Step::WaitForUnit { node, unit, .. } => format!("{a} {node}: {unit}"),
         Step::WaitForPort { node, port, .. } => format!("{a} {node}: {port}"),
         Step::WaitForFile { node, path, .. } => format!("{a} {node}: {path}"),
-        Step::WaitReady { node, .. } | Step::Crash { node } | Step::Start { node } => {
-            format!("{a} {node}")
-        }
+        Step::WaitReady { node, .. }
+        | Step::Crash { node }
+        | Step::Start { node }
+        | Step::Shutdown { node }
+        | Step::Freeze { node }
+        | Step::Thaw { node } => format!("{a} {node}"),
         Step::Partition { nodes, from } => {
             format!("partition [{}] from [{}]", nodes.join(" "), from.join(" "))
         }
@@ -82,7 +85,12 @@ pub fn label(step: &Step) -> String {
 pub fn is_fault(step: &Step) -> bool {
     matches!(
         step,
-        Step::Partition { .. } | Step::Block { .. } | Step::Link { .. } | Step::Crash { .. }
+        Step::Partition { .. }
+            | Step::Block { .. }
+            | Step::Link { .. }
+            | Step::Crash { .. }
+            | Step::Shutdown { .. }
+            | Step::Freeze { .. }
     )
 }
 
@@ -259,6 +267,18 @@ pub fn run_step(
         }
         Step::Start { node } => {
             cluster.node_mut(node)?.start()?;
+            None
+        }
+        Step::Shutdown { node } => {
+            let how = cluster.node_mut(node)?.shutdown()?;
+            Some(format!("stopped by {how:?}"))
+        }
+        Step::Freeze { node } => {
+            cluster.node_mut(node)?.freeze()?;
+            None
+        }
+        Step::Thaw { node } => {
+            cluster.node_mut(node)?.thaw()?;
             None
         }
         Step::CopyTo {

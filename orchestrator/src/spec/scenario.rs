@@ -152,6 +152,22 @@ pub enum Step {
         /// Node to start.
         node: String,
     },
+    /// Powers the node off cleanly (through its agent, falling back to the VMM) and waits
+    /// until its VMM has exited.
+    Shutdown {
+        /// Node to shut down.
+        node: String,
+    },
+    /// Pauses every vCPU of the node (it stops answering, its peers see it hang).
+    Freeze {
+        /// Node to freeze.
+        node: String,
+    },
+    /// Resumes a frozen node.
+    Thaw {
+        /// Node to thaw.
+        node: String,
+    },
     /// Copies a host file or directory into the node.
     CopyTo {
         /// Node to copy into.
@@ -197,6 +213,9 @@ impl Step {
             Step::Link { .. } => "link",
             Step::Crash { .. } => "crash",
             Step::Start { .. } => "start",
+            Step::Shutdown { .. } => "shutdown",
+            Step::Freeze { .. } => "freeze",
+            Step::Thaw { .. } => "thaw",
             Step::CopyTo { .. } => "copy_to",
             Step::CopyFrom { .. } => "copy_from",
             Step::Sleep { .. } => "sleep",

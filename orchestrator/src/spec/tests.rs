@@ -416,3 +416,21 @@ fn invalid_toml_reports_line_and_column() {
     assert_eq!(line, text.lines().count());
     assert!(msg.starts_with(&format!("{FILE}:{line}:")), "{msg}");
 }
+
+#[test]
+fn lifecycle_steps_parse_and_name_unknown_nodes() {
+    let ok = format!(
+        "{BASE}\n[[scenario]]\nname = \"s\"\nsteps = [\n  {{ action = \"freeze\", node = \"db\" }},\n  {{ action = \"thaw\", node = \"db\" }},\n  {{ action = \"shutdown\", node = \"db\" }},\n]\n"
+    );
+    let spec = ClusterSpec::from_str(&ok, "c.toml").unwrap();
+    let actions: Vec<&str> = spec.scenarios[0].steps.iter().map(Step::action).collect();
+    assert_eq!(actions, ["freeze", "thaw", "shutdown"]);
+    let bad = ok.replace(
+        "{ action = \"thaw\", node = \"db\" }",
+        "{ action = \"thaw\", node = \"ghost\" }",
+    );
+    let (problems, _) = invalid(&bad);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].field, "scenario[0].steps[1].node");
+    assert_eq!(problems[0].kind, ProblemKind::UnknownNode);
+}

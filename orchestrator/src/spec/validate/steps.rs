@@ -58,7 +58,10 @@ fn check_step(c: &mut Checker<'_>, spec: &ClusterSpec, step: &Step, at: FieldPat
         | Step::Succeed { node: n, .. }
         | Step::Fail { node: n, .. }
         | Step::Crash { node: n }
-        | Step::Start { node: n } => node(c, at.key("node"), n),
+        | Step::Start { node: n }
+        | Step::Shutdown { node: n }
+        | Step::Freeze { node: n }
+        | Step::Thaw { node: n } => node(c, at.key("node"), n),
         Step::WaitUntilSucceeds {
             node: n, timeout, ..
         }
