@@ -61,6 +61,9 @@ const COMMON: &[i64] = &[
     libc::SYS_sendto,
     // std's HashMap seeds its hasher from getrandom(2) the first time a thread makes one.
     libc::SYS_getrandom,
+    // The vsock device's timeout timer, made when the guest activates it (a vCPU thread).
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
 ];
 
 fn role_syscalls(role: ThreadRole) -> &'static [i64] {

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use event_manager::EventSet;
 
@@ -60,6 +61,8 @@ pub(crate) struct Connection {
     host_eof: bool,
     /// The host closed the socket entirely (EPOLLHUP): stop polling it.
     host_hup: bool,
+    /// When a host-initiated connection asked the guest; cleared by its RESPONSE.
+    requested_at: Option<Instant>,
 }
 
 impl Connection {
@@ -85,6 +88,7 @@ impl Connection {
             host_readable: false,
             host_eof: false,
             host_hup: false,
+            requested_at: None,
         }
     }
 
@@ -92,7 +96,17 @@ impl Connection {
     pub(crate) fn host_initiated(stream: UnixStream, local_port: u32, peer_port: u32) -> Self {
         let mut conn = Connection::new(stream, local_port, peer_port, State::Connecting);
         conn.send_request = true;
+        conn.requested_at = Some(Instant::now());
         conn
+    }
+
+    /// Whether this host-initiated connection has waited longer than `timeout` for the
+    /// guest's RESPONSE at `now`.
+    pub(crate) fn request_timed_out(&self, now: Instant, timeout: Duration) -> bool {
+        self.state == State::Connecting
+            && self
+                .requested_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
     }
 
     /// The guest's REQUEST was connected to a host listener.
@@ -302,6 +316,7 @@ impl Connection {
         match (self.state, op) {
             (State::Connecting, Op::Response) => {
                 self.state = State::Established;
+                self.requested_at = None;
                 let line = format!("OK {}\n", self.local_port);
                 // A fresh socket's buffer always takes a few bytes; anything else is fatal.
                 if !matches!(self.stream.write(line.as_bytes()), Ok(n) if n == line.len()) {

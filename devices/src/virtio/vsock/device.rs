@@ -109,17 +109,15 @@ impl VirtioDevice for Vsock {
         let event = queues.remove(EVENT_INDEX);
         let tx = queues.remove(TX_INDEX);
         let rx = queues.remove(RX_INDEX);
-        let handler = Arc::new(Mutex::new(VsockEventHandler {
-            handler: VsockHandler {
-                mem: ctx.mem,
-                rx,
-                tx,
-                _event: event,
-                queue_evts: ctx.queue_evts,
-                interrupt: ctx.interrupt,
-                muxer: Muxer::new(self.config.cid, self.config.uds_path.clone(), listener),
-            },
-        }));
+        let handler = Arc::new(Mutex::new(VsockEventHandler::new(VsockHandler {
+            mem: ctx.mem,
+            rx,
+            tx,
+            _event: event,
+            queue_evts: ctx.queue_evts,
+            interrupt: ctx.interrupt,
+            muxer: Muxer::new(self.config.cid, self.config.uds_path.clone(), listener),
+        })));
         let subscriber: Subscriber = handler.clone();
         match add_to_event_loop(&self.endpoint, subscriber) {
             Ok(id) => {

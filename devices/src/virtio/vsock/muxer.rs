@@ -54,6 +54,8 @@ pub(crate) struct Muxer {
     registered: HashMap<RawFd, (u32, EventSet)>,
     /// Closed sockets kept open until they are removed from epoll.
     graveyard: Vec<OwnedFd>,
+    /// How long a host CONNECT waits for the guest ([`super::CONNECT_TIMEOUT`]).
+    connect_timeout: std::time::Duration,
 }
 
 impl Muxer {
@@ -71,6 +73,7 @@ impl Muxer {
             next_local_port: FIRST_LOCAL_PORT,
             registered: HashMap::new(),
             graveyard: Vec::new(),
+            connect_timeout: super::CONNECT_TIMEOUT,
         }
     }
 
@@ -218,6 +221,34 @@ impl Muxer {
                 }
             }
         }
+    }
+
+    /// Resets every host-initiated connection whose guest has not answered its REQUEST
+    /// within the connect timeout at `now`: the guest gets an RST, the host client's stream
+    /// closes (it reads EOF instead of an `OK` line).
+    pub(crate) fn expire_requests(&mut self, now: std::time::Instant) {
+        let late: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.request_timed_out(now, self.connect_timeout))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in late {
+            tracing::debug!(
+                ?key,
+                "vsock: guest never answered a host CONNECT; resetting"
+            );
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.reset();
+            }
+            self.schedule(key);
+        }
+    }
+
+    /// Changes the connect timeout (tests use a short one).
+    #[cfg(test)]
+    pub(crate) fn set_connect_timeout(&mut self, timeout: std::time::Duration) {
+        self.connect_timeout = timeout;
     }
 
     /// A host client that has not finished its `CONNECT` line sent something.

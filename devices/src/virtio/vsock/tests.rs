@@ -64,17 +64,15 @@ impl<'a> Harness<'a> {
         let evts: Vec<EventFd> = (0..3)
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
-        let handler = Arc::new(Mutex::new(VsockEventHandler {
-            handler: VsockHandler {
-                mem: mem.clone(),
-                rx: rx.device_queue(),
-                tx: tx.device_queue(),
-                _event: ev.device_queue(),
-                queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
-                interrupt: Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
-                muxer: Muxer::new(CID, uds.clone(), listener),
-            },
-        }));
+        let handler = Arc::new(Mutex::new(VsockEventHandler::new(VsockHandler {
+            mem: mem.clone(),
+            rx: rx.device_queue(),
+            tx: tx.device_queue(),
+            _event: ev.device_queue(),
+            queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
+            interrupt: Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
+            muxer: Muxer::new(CID, uds.clone(), listener),
+        })));
         let mut em = EventManager::<Subscriber>::new().unwrap();
         em.add_subscriber(handler.clone());
         Harness {
@@ -442,6 +440,69 @@ fn guest_refusing_a_host_connect_closes_the_client() {
     assert!(rest.is_empty(), "no OK line for a refused connection");
     assert_eq!(h.connections(), 0);
     assert!(h.recv().is_none());
+}
+
+/// A host client whose CONNECT the guest never answers: before the timeout nothing
+/// happens, after it the guest gets an RST and the client reads EOF, not `OK`.
+#[test]
+fn guest_never_answering_a_host_connect_is_reset_after_the_timeout() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem);
+    h.give_rx_buffers(4);
+    let mut client = UnixStream::connect(&h.uds).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"CONNECT 77\n").unwrap();
+    h.run();
+    let (req, _) = h.expect(Op::Request);
+    let expire = |h: &mut Harness<'_>, at: Instant| {
+        h.handler.lock().unwrap().handler.muxer.expire_requests(at);
+        h.give_rx_buffers(1);
+    };
+    expire(&mut h, Instant::now());
+    assert!(h.recv().is_none(), "nothing before the timeout");
+    assert_eq!(h.connections(), 1);
+    expire(&mut h, Instant::now() + super::CONNECT_TIMEOUT);
+    let (rst, _) = h.expect(Op::Rst);
+    assert_eq!((rst.src_port, rst.dst_port), (req.src_port, 77));
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "no OK line for an unanswered connect: {rest:?}"
+    );
+    assert_eq!(h.connections(), 0);
+    // A late RESPONSE finds no connection and is refused.
+    h.send(guest_hdr(Op::Response, 77, req.src_port), &[]);
+    h.expect(Op::Rst);
+}
+
+/// The same through the device's own timer on the event loop.
+#[test]
+fn the_connect_timeout_fires_from_the_event_loop() {
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem);
+    h.handler
+        .lock()
+        .unwrap()
+        .handler
+        .muxer
+        .set_connect_timeout(Duration::from_millis(100));
+    h.give_rx_buffers(4);
+    let mut client = UnixStream::connect(&h.uds).unwrap();
+    client.write_all(b"CONNECT 78\n").unwrap();
+    h.run();
+    h.expect(Op::Request);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the timer never expired the connection"
+        );
+        h.em.run_with_timeout(200).unwrap();
+    }
+    h.expect(Op::Rst);
 }
 
 #[test]
