@@ -152,8 +152,8 @@ impl<'a> Harness<'a> {
         (hdr, data)
     }
 
-    /// Host client does `CONNECT port`; the guest accepts. Returns (client, host port).
-    fn host_connect(&mut self, port: u32, guest_buf_alloc: u32) -> (UnixStream, u32) {
+    /// Host client does `CONNECT port`; returns it and the REQUEST the guest got.
+    fn host_request(&mut self, port: u32) -> (UnixStream, PacketHeader) {
         let mut client = UnixStream::connect(&self.uds).unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -161,6 +161,12 @@ impl<'a> Harness<'a> {
         writeln!(client, "CONNECT {port}").unwrap();
         self.run();
         let (req, _) = self.expect(Op::Request);
+        (client, req)
+    }
+
+    /// Host client does `CONNECT port`; the guest accepts. Returns (client, host port).
+    fn host_connect(&mut self, port: u32, guest_buf_alloc: u32) -> (UnixStream, u32) {
+        let (client, req) = self.host_request(port);
         assert_eq!(req.dst_port, port);
         assert!(req.src_port >= 1 << 30);
         assert_eq!(req.buf_alloc, CONN_BUF_ALLOC);
@@ -427,13 +433,7 @@ fn guest_refusing_a_host_connect_closes_the_client() {
     let mem = guest_memory();
     let mut h = Harness::new(&mem);
     h.give_rx_buffers(4);
-    let mut client = UnixStream::connect(&h.uds).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    client.write_all(b"CONNECT 99\n").unwrap();
-    h.run();
-    let (req, _) = h.expect(Op::Request);
+    let (mut client, req) = h.host_request(99);
     h.send(guest_hdr(Op::Rst, 99, req.src_port), &[]);
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).unwrap();
@@ -449,13 +449,7 @@ fn guest_never_answering_a_host_connect_is_reset_after_the_timeout() {
     let mem = guest_memory();
     let mut h = Harness::new(&mem);
     h.give_rx_buffers(4);
-    let mut client = UnixStream::connect(&h.uds).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    client.write_all(b"CONNECT 77\n").unwrap();
-    h.run();
-    let (req, _) = h.expect(Op::Request);
+    let (mut client, req) = h.host_request(77);
     let expire = |h: &mut Harness<'_>, at: Instant| {
         h.handler.lock().unwrap().handler.muxer.expire_requests(at);
         h.give_rx_buffers(1);
@@ -490,10 +484,7 @@ fn the_connect_timeout_fires_from_the_event_loop() {
         .muxer
         .set_connect_timeout(Duration::from_millis(100));
     h.give_rx_buffers(4);
-    let mut client = UnixStream::connect(&h.uds).unwrap();
-    client.write_all(b"CONNECT 78\n").unwrap();
-    h.run();
-    h.expect(Op::Request);
+    let (_client, _) = h.host_request(78);
     let deadline = Instant::now() + Duration::from_secs(10);
     while h.connections() > 0 {
         assert!(
