@@ -73,7 +73,7 @@ fn assert_nothing_left(before: &[(u32, String)], dir: &Path) {
     let mut leftovers = Vec::new();
     walk(dir, &mut |p: &Path, kind: std::fs::FileType| {
         use std::os::unix::fs::FileTypeExt;
-        if kind.is_socket() || p.extension().is_some_and(|e| e == "img") {
+        if kind.is_socket() || orchestrator::cluster::is_disk_image(p) {
             leftovers.push(p.to_path_buf());
         }
     });

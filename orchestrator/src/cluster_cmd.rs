@@ -136,12 +136,5 @@ pub fn clean(all: bool) -> anyhow::Result<i32> {
 /// Whether a running process names `dir` on its command line (an emulated host's QEMU, a
 /// `vmm` or a run in progress that is not held).
 fn in_use(dir: &Path) -> bool {
-    let needle = dir.as_os_str().as_encoded_bytes();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.flatten().any(|p| {
-        std::fs::read(p.path().join("cmdline"))
-            .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
-    })
+    !orchestrator::cluster::processes_mentioning(&dir.to_string_lossy()).is_empty()
 }

@@ -9,6 +9,7 @@ pub mod hold;
 pub mod host_kind;
 pub mod image;
 pub mod plan;
+pub mod programs;
 pub mod runner;
 pub mod spec;
 pub mod switch;

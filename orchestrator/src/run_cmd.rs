@@ -36,14 +36,7 @@ pub fn run(scenario: Option<&str>, keep: bool, args: ClusterArgs) -> anyhow::Res
         .map(std::path::absolute)
         .transpose()
         .context("resolving --cluster")?;
-    let loaded = if up {
-        let (spec, source) =
-            orchestrator::check::load(cluster_file.as_deref()).map_err(anyhow::Error::msg)?;
-        let dir = std::env::current_dir().context("reading the current directory")?;
-        runner::boot_only(spec, source, dir)
-    } else {
-        runner::load(cluster_file.as_deref(), scenario.unwrap_or_default())?
-    };
+    let loaded = runner::load(cluster_file.as_deref(), scenario)?;
     let keep = keep || up;
     let vmm = match &args.vmm {
         Some(p) => p.clone(),
@@ -80,12 +73,13 @@ pub fn run(scenario: Option<&str>, keep: bool, args: ClusterArgs) -> anyhow::Res
             };
             let finished = runner::run_loaded(&opts, loaded, &progress)?;
             let report = finished.report;
-            let shown = args.results_dir.clone().unwrap_or(run_dir.clone());
-            if !up {
+            // `up` whose boot failed has nothing worth keeping: say why and clean up.
+            let boot_failed = up && !report.passed();
+            if !up || boot_failed {
                 print!("{}", report.summary_table());
                 println!(
                     "reports: {0}/report.json, {0}/junit.xml; serial logs: {0}/<node>/serial.log",
-                    shown.display()
+                    args.results_dir.as_ref().unwrap_or(&run_dir).display()
                 );
             }
             if let (Some(results), false) = (&args.results_dir, report.passed()) {
@@ -95,11 +89,6 @@ pub fn run(scenario: Option<&str>, keep: bool, args: ClusterArgs) -> anyhow::Res
                 }
             }
             let status = if report.passed() { 0 } else { 1 };
-            // `up` whose boot failed has nothing worth keeping: say why and clean up.
-            let boot_failed = up && !report.passed();
-            if boot_failed {
-                print!("{}", report.summary_table());
-            }
             if keep && !boot_failed {
                 hold_cluster(finished.cluster, &run_dir, args.listen_tcp.as_deref())?;
                 runner::finish_results(&opts)?;
@@ -117,33 +106,32 @@ fn hold_cluster(
     run_dir: &std::path::Path,
     listen_tcp: Option<&str>,
 ) -> anyhow::Result<()> {
-    let (listener, control) = match listen_tcp {
+    let listener = match listen_tcp {
+        // Inside the emulated host: the outer orchestrator wrote cluster.json.
         Some(addr) => {
             bring_up_emulated_host_network()?;
             let l = std::net::TcpListener::bind(addr)
                 .with_context(|| format!("listening on {addr}"))?;
-            (Listener::Tcp(l), format!("tcp:{addr}"))
+            Listener::Tcp(l)
         }
         None => {
             let path = run_dir.join("control.sock");
             let l = std::os::unix::net::UnixListener::bind(&path)
                 .with_context(|| format!("listening on {}", path.display()))?;
-            (Listener::Unix(l), format!("unix:{}", path.display()))
+            HeldState {
+                pid: std::process::id(),
+                control: format!("unix:{}", path.display()),
+                nodes: cluster
+                    .nodes()
+                    .iter()
+                    .map(|n| n.name().to_string())
+                    .collect(),
+            }
+            .write(run_dir)
+            .context("writing cluster.json")?;
+            Listener::Unix(l)
         }
     };
-    if listen_tcp.is_none() {
-        HeldState {
-            pid: std::process::id(),
-            control,
-            nodes: cluster
-                .nodes()
-                .iter()
-                .map(|n| n.name().to_string())
-                .collect(),
-        }
-        .write(run_dir)
-        .context("writing cluster.json")?;
-    }
     eprintln!(
         "orchestrator: cluster is up ({} nodes); from another terminal: orchestrator status | \
          logs NODE | exec NODE -- CMD | stop",

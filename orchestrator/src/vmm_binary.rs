@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::image::agent_bin::workspace_dir;
+
 /// The profile directory (`target/<profile>`) of the running test or bench executable, which
 /// cargo puts in `target/<profile>/deps/`.
 pub fn profile_dir() -> PathBuf {
@@ -64,11 +66,6 @@ pub fn try_build_bin(profile_dir: &Path, package: &str, bin: &str) -> Result<Pat
     Ok(path)
 }
 
-/// The workspace this crate was compiled from.
-fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Environment variable naming the `vmm` binary for the orchestrator.
 pub const VMM_ENV: &str = "KILN_VMM";
 
@@ -96,14 +93,11 @@ pub fn locate_for_cli() -> Result<PathBuf, String> {
     if sibling.is_file() {
         return Ok(sibling);
     }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("vmm"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!("no vmm binary found: build it (cargo build --release -p vmm) and set {VMM_ENV}=PATH")
-        })
+    crate::programs::find_on_path("vmm").ok_or_else(|| {
+        format!(
+            "no vmm binary found: build it (cargo build --release -p vmm) and set {VMM_ENV}=PATH"
+        )
+    })
 }
 
 fn workspace_target() -> PathBuf {

@@ -61,8 +61,10 @@ pub use console::Console;
 pub use error::{ClusterError, Result};
 pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch};
 pub use node::{agent_runtime, Node, StopPhase, Timeouts, AGENT_PORT};
+pub use process::{is_live, processes_mentioning};
 pub use run_dir::{
-    check_socket_path, remove_disks_and_sockets_under, NodePaths, Retain, RunDir, MAX_SOCKET_PATH,
+    check_socket_path, is_disk_image, remove_disks_and_sockets_under, NodePaths, Retain, RunDir,
+    MAX_SOCKET_PATH,
 };
 pub use signals::{install_teardown_on_signals, teardown_everything};
 pub use test_api::CommandOutput;

@@ -427,17 +427,23 @@ impl Node {
         self.run_setup_once()?;
         for check in &self.ready_checks {
             let left = deadline.saturating_duration_since(Instant::now());
-            phase(&match check {
-                ReadinessCheck::Unit(u) => format!("waiting for unit {u}"),
-                ReadinessCheck::Port(p) => format!("waiting for port {p}"),
-                ReadinessCheck::File(f) => format!("waiting for file {f}"),
-                ReadinessCheck::Command(c) => format!("waiting for `{c}`"),
-            });
             match check {
-                ReadinessCheck::Unit(u) => self.wait_for_unit(u, left)?,
-                ReadinessCheck::Port(p) => self.wait_for_open_port(*p, left)?,
-                ReadinessCheck::File(f) => self.wait_for_file(f, left)?,
-                ReadinessCheck::Command(c) => self.wait_until_succeeds(c, left).map(drop)?,
+                ReadinessCheck::Unit(u) => {
+                    phase(&format!("waiting for unit {u}"));
+                    self.wait_for_unit(u, left)?
+                }
+                ReadinessCheck::Port(p) => {
+                    phase(&format!("waiting for port {p}"));
+                    self.wait_for_open_port(*p, left)?
+                }
+                ReadinessCheck::File(f) => {
+                    phase(&format!("waiting for file {f}"));
+                    self.wait_for_file(f, left)?
+                }
+                ReadinessCheck::Command(c) => {
+                    phase(&format!("waiting for `{c}`"));
+                    self.wait_until_succeeds(c, left).map(drop)?
+                }
             }
         }
         *lock(&self.ready_at) = Some(Instant::now());

@@ -252,3 +252,38 @@ fn exited(pidfd: &OwnedFd) -> bool {
     };
     matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
+
+/// Whether process `pid` exists and is not a zombie (an exited child nobody reaped yet).
+pub fn is_live(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // `pid (comm) S ...`: the state follows the last ')'.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(str::to_string)
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Pids of live processes whose command line mentions `needle` (a run directory, say).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .parse::<u32>()
+                .ok()
+                .map(|pid| (pid, e))
+        })
+        .filter(|(_, e)| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .map(|(pid, _)| pid)
+        .filter(|pid| is_live(*pid))
+        .collect()
+}

@@ -259,7 +259,7 @@ fn finish_dir(path: &Path, retain: Retain) -> Result<()> {
         Retain::All => remove_sockets_under(path),
         Retain::Logs => remove_files_under(path, &|p: &Path, kind: std::fs::FileType| {
             use std::os::unix::fs::FileTypeExt;
-            kind.is_socket() || p.extension().is_some_and(|e| e == "img")
+            kind.is_socket() || is_disk_image(p)
         }),
         Retain::Nothing => match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
@@ -267,6 +267,12 @@ fn finish_dir(path: &Path, retain: Retain) -> Result<()> {
             Err(e) => Err(ClusterError::io("removing the run directory", path)(e)),
         },
     }
+}
+
+/// Whether `path` is a node's disk image (`root.img`, `disk<N>.img`): what goes when only
+/// logs and reports are kept.
+pub fn is_disk_image(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "img")
 }
 
 /// Removes every socket file in `dir` and its subdirectories.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::error::{ClusterError, Result};
 use super::launch::{NodeImage, NodeLaunch};
 use super::node::{agent_runtime, Node, Timeouts};
-use super::run_dir::{copy_root_disk, create_data_disk, format_data_disk, RunDir};
+use super::run_dir::{copy_root_disk, create_data_disk, format_data_disk, Retain, RunDir};
 use crate::spec::ClusterSpec;
 use crate::switch::{Switch, SwitchConfig, SwitchHandle};
 
@@ -20,8 +20,9 @@ pub struct ClusterOptions {
     pub vmm: PathBuf,
     /// Run directory; a new one under `<cache>/run/` when `None`.
     pub run_dir: Option<PathBuf>,
-    /// Keep the run directory (disks, logs) at the end.
-    pub keep: bool,
+    /// What stays of the run directory at the end, also when a signal ends the process
+    /// (sockets never do).
+    pub retain: Retain,
     /// Seed of the switches' loss decisions.
     pub seed: u64,
     /// Time limits of every node.
@@ -34,7 +35,7 @@ impl ClusterOptions {
         ClusterOptions {
             vmm: vmm.into(),
             run_dir: None,
-            keep: false,
+            retain: Retain::Nothing,
             seed: 0,
             timeouts: Timeouts::default(),
         }
@@ -68,10 +69,11 @@ impl Cluster {
         options: ClusterOptions,
     ) -> Result<Cluster> {
         let waves = crate::plan::boot_waves(spec)?;
-        let run_dir = match &options.run_dir {
-            Some(p) => RunDir::at(p, options.keep)?,
-            None => RunDir::create_default(options.keep)?,
+        let mut run_dir = match &options.run_dir {
+            Some(p) => RunDir::at(p, false)?,
+            None => RunDir::create_default(false)?,
         };
+        run_dir.set_retain(options.retain);
         let mut switches = Vec::new();
         for net in &spec.networks {
             let path = run_dir.switch_socket(&net.name);
@@ -138,11 +140,6 @@ impl Cluster {
     /// Keep the run directory at the end (or not).
     pub fn set_keep(&mut self, keep: bool) {
         self.run_dir.set_keep(keep);
-    }
-
-    /// What stays of the run directory at the end (also on a signal).
-    pub fn set_retain(&mut self, retain: super::run_dir::Retain) {
-        self.run_dir.set_retain(retain);
     }
 
     /// The boot waves (`plan::boot_waves`).

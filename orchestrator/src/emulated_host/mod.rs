@@ -304,8 +304,6 @@ fn kernel_cmdline(image_cmdline: &str, show_console: bool) -> String {
     cmdline
 }
 
-/// Wait for QEMU; past `timeout` (from `started`), kill it. Returns its status
-/// and whether it was killed.
 /// How the wait for QEMU ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {

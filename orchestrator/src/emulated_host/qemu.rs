@@ -17,10 +17,7 @@ pub fn find_qemu() -> Result<PathBuf, EmulatedHostError> {
             )))
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
+    crate::programs::find_on_path("qemu-system-x86_64")
         .ok_or_else(|| EmulatedHostError::QemuMissing("qemu-system-x86_64 is not on PATH".into()))
 }
 

@@ -59,14 +59,7 @@ impl HeldState {
 
     /// Whether the owning process still runs (a zombie does not).
     pub fn owner_alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|stat| {
-                // `pid (comm) S ...`: the state follows the last ')'.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-            })
-            .is_some_and(|state| state != "Z" && state != "X")
+        crate::cluster::is_live(self.pid)
     }
 }
 

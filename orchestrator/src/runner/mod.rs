@@ -58,19 +58,26 @@ pub struct Loaded {
     pub spec_dir: PathBuf,
 }
 
-/// Loads the spec and finds the scenario; errors are one line naming the fix.
-pub fn load(cluster_file: Option<&Path>, scenario: &str) -> anyhow::Result<Loaded> {
+/// Loads the spec and finds the scenario (`None`: the boot-only scenario of `orchestrator
+/// up`); errors are one line naming the fix.
+pub fn load(cluster_file: Option<&Path>, scenario: Option<&str>) -> anyhow::Result<Loaded> {
     let (spec, source) = crate::check::load(cluster_file).map_err(anyhow::Error::msg)?;
-    let Some(found) = spec.scenario(scenario).cloned() else {
-        let known: Vec<&str> = spec.scenarios.iter().map(|s| s.name.as_str()).collect();
-        bail!(
-            "{source} has no scenario {scenario:?}; its scenarios: {}",
-            if known.is_empty() {
-                "(none)".to_string()
-            } else {
-                known.join(", ")
+    let found = match scenario {
+        None => boot_only(),
+        Some(name) => match spec.scenario(name) {
+            Some(found) => found.clone(),
+            None => {
+                let known: Vec<&str> = spec.scenarios.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "{source} has no scenario {name:?}; its scenarios: {}",
+                    if known.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
             }
-        );
+        },
     };
     let spec_dir = match cluster_file.and_then(Path::parent) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -113,7 +120,7 @@ pub struct Finished {
 /// Runs the scenario; the report says whether it passed. Errors are problems before the
 /// first step (spec, images, run directory).
 pub fn run(opts: &RunOptions, progress: &Progress) -> anyhow::Result<Finished> {
-    let loaded = load(opts.cluster_file.as_deref(), &opts.scenario)?;
+    let loaded = load(opts.cluster_file.as_deref(), Some(&opts.scenario))?;
     run_loaded(opts, loaded, progress)
 }
 
@@ -141,10 +148,9 @@ pub fn run_loaded(
     install_teardown_on_signals()?;
     let mut options = ClusterOptions::new(&opts.vmm);
     options.run_dir = Some(opts.run_dir.clone());
-    options.keep = true;
-    let mut cluster = Cluster::new(&loaded.spec, &images, options)?;
     // Logs and reports stay; disks go at the end (also on Ctrl-C).
-    cluster.set_retain(Retain::Logs);
+    options.retain = Retain::Logs;
+    let mut cluster = Cluster::new(&loaded.spec, &images, options)?;
     progress.line(&format!(
         "{} / {}: {} nodes, run directory {}",
         loaded.source,
@@ -183,16 +189,11 @@ pub fn finish_results(opts: &RunOptions) -> anyhow::Result<()> {
 }
 
 /// The scenario `orchestrator up` runs: boot every node, nothing else.
-pub fn boot_only(spec: ClusterSpec, source: String, spec_dir: PathBuf) -> Loaded {
-    Loaded {
-        spec,
-        scenario: ScenarioSpec {
-            name: "up".into(),
-            description: Some("boot every node and wait until each is ready".into()),
-            steps: vec![crate::spec::Step::Boot],
-        },
-        source,
-        spec_dir,
+fn boot_only() -> ScenarioSpec {
+    ScenarioSpec {
+        name: "up".into(),
+        description: Some("boot every node and wait until each is ready".into()),
+        steps: vec![crate::spec::Step::Boot],
     }
 }
 
@@ -206,7 +207,7 @@ pub fn copy_results(from: &Path, to: &Path) -> std::io::Result<()> {
         let dest = to.join(entry.file_name());
         if kind.is_dir() {
             copy_results(&entry.path(), &dest)?;
-        } else if kind.is_file() && entry.path().extension().is_none_or(|e| e != "img") {
+        } else if kind.is_file() && !crate::cluster::is_disk_image(&entry.path()) {
             std::fs::copy(entry.path(), &dest)?;
         }
     }

@@ -35,32 +35,6 @@ pub fn tiny_kernel(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-/// Pids of live (non-zombie) processes whose command line mentions `needle`.
-pub fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Socket files under `dir`, recursively.
 pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
