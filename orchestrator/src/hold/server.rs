@@ -64,7 +64,9 @@ pub fn serve(cluster: Cluster, listener: Listener) -> crate::cluster::Result<()>
         })
         .collect();
     let files = Arc::new(files);
-    let cluster = Arc::new(Mutex::new(cluster));
+    // The accept thread keeps its handle for good; on `stop` the cluster is taken out of
+    // the slot and torn down here, and later requests find it gone.
+    let cluster = Arc::new(Mutex::new(Some(cluster)));
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     {
         let cluster = Arc::clone(&cluster);
@@ -74,30 +76,19 @@ pub fn serve(cluster: Cluster, listener: Listener) -> crate::cluster::Result<()>
             .map_err(|e| crate::cluster::ClusterError::io("starting", "the control thread")(e))?;
     }
     let _ = stop_rx.recv();
-    let cluster = match Arc::try_unwrap(cluster) {
-        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
-        // Connection threads still hold it: tear down through the lock.
-        Err(shared) => {
-            let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
-            for node in guard
-                .nodes()
-                .iter()
-                .map(|n| n.name().to_string())
-                .collect::<Vec<_>>()
-            {
-                if let Ok(n) = guard.node_mut(&node) {
-                    let _ = n.stop();
-                }
-            }
-            return Ok(());
-        }
-    };
-    cluster.teardown()
+    let taken = cluster.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match taken {
+        Some(cluster) => cluster.teardown(),
+        None => Ok(()),
+    }
 }
+
+/// The cluster while it is held; `None` once `stop` took it.
+type Slot = Mutex<Option<Cluster>>;
 
 fn accept_loop(
     listener: Listener,
-    cluster: Arc<Mutex<Cluster>>,
+    cluster: Arc<Slot>,
     files: Arc<HashMap<String, NodeFiles>>,
     stop: mpsc::Sender<()>,
 ) {
@@ -125,7 +116,7 @@ fn accept_loop(
 
 fn handle(
     mut conn: Box<dyn Conn>,
-    cluster: &Mutex<Cluster>,
+    cluster: &Slot,
     files: &HashMap<String, NodeFiles>,
     stop: &mpsc::Sender<()>,
 ) -> std::io::Result<()> {
@@ -141,10 +132,10 @@ fn handle(
         })
     };
     match verb {
-        "status" => {
-            let status = status_json(&mut cluster.lock().unwrap_or_else(|p| p.into_inner()));
-            conn.write_all(status.to_string().as_bytes())
-        }
+        "status" => match cluster.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(c) => conn.write_all(status_json(c).to_string().as_bytes()),
+            None => conn.write_all(b"ERR the cluster is stopping\n"),
+        },
         "logs" => match node_files(node) {
             Ok(f) => {
                 let mut log = std::fs::File::open(&f.serial)?;

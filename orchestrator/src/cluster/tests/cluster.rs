@@ -190,3 +190,67 @@ fn a_missing_image_is_named() {
         "run directory left behind"
     );
 }
+
+#[test]
+fn a_held_cluster_answers_and_stop_tears_it_down() {
+    use crate::hold::{client, HeldState, Listener};
+    if !kvm_or_skip("held cluster on tiny guests") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ClusterSpec::from_str(SPEC, "held.toml").unwrap();
+    let image = NodeImage {
+        kernel: tiny_kernel(dir.path(), "up\n"),
+        initrd: None,
+        rootfs: None,
+        cmdline: "console=ttyS0".into(),
+    };
+    let mut options = ClusterOptions::new(vmm_binary());
+    options.run_dir = Some(dir.path().join("run"));
+    options.retain = Retain::Logs;
+    let mut cluster = Cluster::new(
+        &spec,
+        &HashMap::from([("tiny".to_string(), image)]),
+        options,
+    )
+    .unwrap();
+    cluster.start_all().unwrap();
+    let run = cluster.run_dir().to_path_buf();
+    let sock = dir.path().join("control.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let server = std::thread::spawn(move || crate::hold::serve(cluster, Listener::Unix(listener)));
+    let state = HeldState {
+        pid: std::process::id(),
+        control: format!("unix:{}", sock.display()),
+        nodes: vec!["a".into(), "b".into()],
+    };
+
+    let status = client::status(&state).unwrap();
+    let states: Vec<(&str, &str)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("a", "running"), ("b", "running")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&client::request(&state, "logs a").unwrap()).contains("up") {
+        assert!(
+            Instant::now() < deadline,
+            "node a's serial log never showed its output"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = client::request(&state, "logs ghost").unwrap_err();
+    assert!(err.contains("no node \"ghost\"; nodes: a, b"), "{err}");
+
+    client::request(&state, "stop").unwrap();
+    server.join().unwrap().unwrap();
+    assert!(processes_mentioning(run.to_str().unwrap()).is_empty());
+    assert!(sockets_under(&run).is_empty(), "{:?}", sockets_under(&run));
+    assert!(run.join("a").join("serial.log").is_file(), "logs stay");
+    assert!(
+        client::status(&state).is_err(),
+        "nothing answers after stop"
+    );
+}
