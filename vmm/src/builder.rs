@@ -38,12 +38,8 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
         .map_err(|e| Error::Config(e.to_string()))?;
     let started = Instant::now();
     let vm = Vm::new()?;
-    let mem = create_guest_memory(config.mem_mib).map_err(|e| {
-        Error::Memory(format!(
-            "cannot map {} MiB of guest memory: {e}",
-            config.mem_mib
-        ))
-    })?;
+    let (mem, host_mappings) =
+        create_guest_memory(config.mem_mib).map_err(|e| Error::Memory(e.to_string()))?;
     vm.register_memory(&mem, false)?;
 
     let mut kernel = File::open(&config.kernel).map_err(|e| io_err("kernel", &config.kernel, e))?;
@@ -218,6 +214,7 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
         api,
         _mem: mem,
         _vm: vm,
+        _host_mappings: host_mappings,
     })
 }
 

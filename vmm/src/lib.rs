@@ -68,6 +68,8 @@ pub struct Vmm {
     api: Option<api::ApiServer>,
     _mem: vstate::memory::GuestMemory,
     _vm: vstate::vm::Vm,
+    // Last: unmapped only after the VM and every user of `_mem` are gone.
+    _host_mappings: vstate::memory::HostMappings,
 }
 
 impl Vmm {
