@@ -244,14 +244,7 @@ pub fn run_steps(
         }
         let live = progress.start(format!("{}/{total} {label}", i + 1));
         let started = Instant::now();
-        let result = steps::run_step(
-            cluster,
-            step,
-            ctx,
-            &live,
-            progress,
-            &mut report.node_ready_seconds,
-        );
+        let result = steps::run_step(cluster, step, ctx, &live, progress, &mut report.boots);
         let took = started.elapsed();
         record.seconds = took.as_secs_f64();
         report.add_phase_time(phase, took);
