@@ -56,6 +56,10 @@ pub struct RootfsSpec {
     /// work a test node has no use for.
     #[serde(default)]
     pub mask: Vec<String>,
+    /// systemd generators that never run (linked to /dev/null in
+    /// `/etc/systemd/system-generators`): each runs on every boot and daemon-reload.
+    #[serde(default)]
+    pub mask_generators: Vec<String>,
     /// Files written into the root filesystem (configuration, systemd drop-ins).
     #[serde(default)]
     pub files: Vec<RootfsFile>,

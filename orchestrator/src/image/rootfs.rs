@@ -143,6 +143,7 @@ pub fn build(
     }
     disable_units(&tree, &spec.disable)?;
     mask_units(&tree, &spec.mask)?;
+    mask_generators(&tree, &spec.mask_generators)?;
     write_files(&tree, &spec.files)?;
     let output = Command::new("mkfs.ext4")
         .args(["-F", "-q", "-L", "kiln-root", "-d"])
@@ -233,11 +234,20 @@ pub fn disable_units(root: &Path, units: &[String]) -> Result<(), ImageError> {
 /// Links each of `units` to `/dev/null` in `/etc/systemd/system` (what `systemctl mask`
 /// does, without a chroot): the unit never starts, not even as another's dependency.
 pub fn mask_units(root: &Path, units: &[String]) -> Result<(), ImageError> {
-    let system = root.join("etc/systemd/system");
-    std::fs::create_dir_all(&system)
-        .map_err(ImageError::io("creating a rootfs directory", &system))?;
-    for unit in units {
-        let link = system.join(unit_file_name(unit));
+    let names: Vec<String> = units.iter().map(|u| unit_file_name(u)).collect();
+    link_to_dev_null(&root.join("etc/systemd/system"), &names)
+}
+
+/// Masks systemd generators by name (what a `/dev/null` link of the same name in
+/// `/etc/systemd/system-generators` does).
+pub fn mask_generators(root: &Path, generators: &[String]) -> Result<(), ImageError> {
+    link_to_dev_null(&root.join("etc/systemd/system-generators"), generators)
+}
+
+fn link_to_dev_null(dir: &Path, names: &[String]) -> Result<(), ImageError> {
+    std::fs::create_dir_all(dir).map_err(ImageError::io("creating a rootfs directory", dir))?;
+    for name in names {
+        let link = dir.join(name);
         match std::fs::remove_file(&link) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -304,6 +314,7 @@ mod tests {
             size_mib: 512,
             disable: vec![],
             mask: vec![],
+            mask_generators: vec![],
             files: vec![],
         };
         let args = mmdebstrap_args(
@@ -397,6 +408,15 @@ mod tests {
         std::fs::create_dir_all(&system).unwrap();
         std::fs::write(system.join("fstrim.timer"), "[Timer]\n").unwrap();
         mask_units(root.path(), &["fstrim.timer".into(), "e2scrub_reap".into()]).unwrap();
+        mask_generators(root.path(), &["systemd-sysv-generator".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_link(
+                root.path()
+                    .join("etc/systemd/system-generators/systemd-sysv-generator")
+            )
+            .unwrap(),
+            Path::new("/dev/null")
+        );
         for unit in ["fstrim.timer", "e2scrub_reap.service"] {
             assert_eq!(
                 std::fs::read_link(system.join(unit)).unwrap(),

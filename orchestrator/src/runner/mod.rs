@@ -150,6 +150,8 @@ pub fn run_loaded(
     options.run_dir = Some(opts.run_dir.clone());
     // Logs and reports stay; disks go at the end (also on Ctrl-C).
     options.retain = Retain::Logs;
+    // Inside the emulated host the image cache is a 9p share: read each image once.
+    options.stage_root_disks = opts.results_dir.is_some();
     let mut cluster = Cluster::new(&loaded.spec, &images, options)?;
     progress.line(&format!(
         "{} / {}: {} nodes, run directory {}",
