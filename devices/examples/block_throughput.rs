@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devices::fault::NoFaults;
+use devices::fault::BlockFaults;
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::{ActivateContext, VirtioDevice, VirtioInterrupt};
 use virtio_queue::{Queue, QueueT};
@@ -82,9 +82,10 @@ fn main() {
             path: path.clone(),
             read_only: false,
             id: None,
+            cache: Default::default(),
         },
         None,
-        Arc::new(NoFaults),
+        BlockFaults::none(),
     )
     .unwrap();
     let mut q = Queue::new(QSIZE).unwrap();

@@ -7,7 +7,7 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::Instant;
 
-use devices::fault::{FaultHook, NoFaults};
+use devices::fault::{BlockFaults, FaultEngine, NetFaults};
 use devices::virtio::VirtioDevice;
 use linux_loader::cmdline::Cmdline;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -55,7 +55,7 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
     let (exit_tx, exit_rx) = channel();
     let mut event_loop = EventLoop::new().map_err(|e| Error::Setup(format!("event loop: {e}")))?;
     let endpoint = event_loop.endpoint();
-    let fault: Arc<dyn FaultHook> = Arc::new(NoFaults);
+    let faults = FaultEngine::new();
 
     let mut dm = DeviceManager::new();
     let evt = || EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")));
@@ -94,15 +94,16 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
                 path: disk.path.clone(),
                 read_only: disk.read_only,
                 id: disk.id.clone().or_else(|| Some(format!("kiln-disk{i}"))),
+                cache: Default::default(),
             },
             Some(endpoint.clone()),
-            fault.clone(),
+            BlockFaults::new(faults.clone(), i),
         )
         .map_err(|e| Error::Config(format!("disk {}: {e}", disk.path.display())))?;
         mmio.push(dm.add_virtio(vm.fd(), &mem, "block", Box::new(dev))?);
     }
     for (i, net) in config.nets.iter().enumerate() {
-        let dev = build_net(i, net, &endpoint, &fault)?;
+        let dev = build_net(i, net, &endpoint, NetFaults::new(faults.clone(), i))?;
         mmio.push(dm.add_virtio(vm.fd(), &mem, "net", dev)?);
     }
     if let Some(vsock) = &config.vsock {
@@ -241,7 +242,7 @@ fn build_net(
     index: usize,
     net: &crate::config::NetConfig,
     endpoint: &devices::virtio::EventLoopEndpoint,
-    fault: &Arc<dyn FaultHook>,
+    faults: NetFaults,
 ) -> Result<Box<dyn VirtioDevice>, Error> {
     use devices::virtio::net::{MacAddr, Net, NetBackendConfig, NetConfig};
     let backend = match &net.backend {
@@ -260,7 +261,7 @@ fn build_net(
         backend,
         mac: Some(mac),
     };
-    let dev = Net::new(config, endpoint.clone(), fault.clone())
+    let dev = Net::new(config, endpoint.clone(), faults)
         .map_err(|e| Error::Config(format!("--net {net}: {e}")))?;
     Ok(Box::new(dev))
 }

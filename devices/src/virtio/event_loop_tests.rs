@@ -17,7 +17,7 @@ use super::block::{Block, BlockConfig};
 use super::mmio::MmioTransport;
 use super::test_utils::{guest_memory, interrupt, ro, wait_readable, wr, Driver, DATA_BASE};
 use super::{Subscriber, INT_VRING};
-use crate::fault::NoFaults;
+use crate::fault::BlockFaults;
 
 struct EventLoop {
     stop: Arc<AtomicBool>,
@@ -75,9 +75,10 @@ fn block_read_through_transport_and_event_loop() {
             path: img.as_path().to_path_buf(),
             read_only: false,
             id: None,
+            cache: Default::default(),
         },
         Some(event_loop.endpoint.clone()),
-        Arc::new(NoFaults),
+        BlockFaults::none(),
     )
     .unwrap();
 

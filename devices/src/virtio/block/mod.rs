@@ -1,6 +1,7 @@
 //! virtio-blk on a raw image file: the device the transport sees ([`Block`]), request
 //! parsing ([`request`]) and the event-loop side that executes requests ([`handler`]).
 
+pub mod backend;
 mod device;
 pub mod handler;
 pub mod request;
