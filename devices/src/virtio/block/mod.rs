@@ -3,9 +3,11 @@
 
 pub mod backend;
 mod device;
+#[cfg(test)]
+mod fault_tests;
 pub mod handler;
 pub mod request;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use device::{Block, BlockConfig, BlockError, BlockState, QUEUE_SIZE};
