@@ -16,6 +16,8 @@ mod fault_layer;
 mod raw;
 mod stack;
 mod write_cache;
+#[cfg(test)]
+mod write_cache_tests;
 
 use std::io;
 use std::time::Duration;
