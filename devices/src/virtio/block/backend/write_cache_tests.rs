@@ -227,7 +227,7 @@ fn bad_requests_are_errors_not_panics() {
     std::fs::write(&path, vec![0u8; DISK]).unwrap();
     let mut disk = Disk::open(dir, path);
     let mut buf = vec![0u8; 512];
-    let mut odd = vec![0u8; 100];
+    let mut odd = [0u8; 100];
     assert!(disk
         .cache
         .write(DISK as u64, &[GuestSlice::from(&mut buf[..])])
