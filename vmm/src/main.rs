@@ -25,8 +25,9 @@ struct Cli {
     /// Number of vCPUs [default: 1].
     #[arg(long, value_name = "N")]
     cpus: Option<u8>,
-    /// A raw disk image, read-write unless `,ro` (repeatable).
-    #[arg(long, value_name = "PATH[,ro]")]
+    /// A raw disk image, read-write unless `,ro` (repeatable); `cache=writeback` gives it a
+    /// volatile write cache that a power cut empties.
+    #[arg(long, value_name = "PATH[,ro][,id=ID][,cache=writethrough|writeback]")]
     disk: Vec<DiskConfig>,
     /// A network device on a userspace switch socket or a TAP interface (repeatable).
     #[arg(long, value_name = "switch=SOCK[,mac=MAC]|tap=NAME[,mac=MAC]")]
@@ -40,6 +41,12 @@ struct Cli {
     /// Control API socket (JSON lines; see API.md).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// Fault rules (TOML, see FAULTS.md) in force from boot; the control API changes them.
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+    /// Append every injected fault to FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    fault_log: Option<PathBuf>,
     /// Read settings from a TOML file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -90,6 +97,12 @@ fn build_config(cli: Cli) -> Result<VmConfig, String> {
     }
     if cli.no_seccomp {
         cfg.seccomp = false;
+    }
+    if cli.faults.is_some() {
+        cfg.faults = cli.faults;
+    }
+    if cli.fault_log.is_some() {
+        cfg.fault_log = cli.fault_log;
     }
     Ok(cfg)
 }
