@@ -128,6 +128,14 @@ fn main() -> ExitCode {
         }
     };
     let seccomp = cfg.seccomp;
+    // Before start: a SIGTERM that comes as soon as the API socket exists must be handled,
+    // not kill the process with its default action.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| tracing::warn!("cannot handle SIGINT/SIGTERM: {e}"))
+    .ok();
     let vmm = match vmm::start(cfg) {
         Ok(v) => v,
         Err(e) => {
@@ -135,7 +143,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    stop_on_signals(vmm.handle());
+    if let Some(signals) = signals {
+        stop_on_signals(signals, vmm.handle());
+    }
     if seccomp {
         // Last: threads started after this would inherit the main thread's filter.
         vmm::seccomp::apply(vmm::seccomp::ThreadRole::Main);
@@ -146,11 +156,7 @@ fn main() -> ExitCode {
 }
 
 /// SIGINT and SIGTERM stop the VM cleanly (sockets removed, exit 0).
-fn stop_on_signals(handle: vmm::VmHandle) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
-        return;
-    };
+fn stop_on_signals(mut signals: signal_hook::iterator::Signals, handle: vmm::VmHandle) {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             handle.shutdown();
