@@ -149,6 +149,11 @@ impl Block {
         })
     }
 
+    /// Completions held back by delays now (`None` while not activated).
+    pub fn running_deferred(&self) -> Option<usize> {
+        self.running.as_ref().map(|r| r.lock().deferred_count())
+    }
+
     /// The disk's write cache (power cut, flush), if it was opened with `cache=writeback`.
     pub fn cache(&self) -> Option<&CacheHandle> {
         self.cache.as_ref()

@@ -386,3 +386,36 @@ fn writeback_needs_a_writable_disk_and_directory() {
     assert!(err(true).unwrap().contains("read-only"));
     assert_eq!(err(false), None);
 }
+
+#[test]
+fn a_guest_reusing_heads_cannot_pile_up_delayed_completions() {
+    let (mut s, _) = setup_with(
+        "[[block]]\naction = \"delay\"\ndelay_ms = 60000\n",
+        CacheMode::WriteThrough,
+    );
+    let mem = guest_memory();
+    let mut d = activate(&mut s, &mem);
+    header(&d, VIRTIO_BLK_T_IN, 0);
+    let head = d.submit(&[ro(HDR, 16), wr(DATA, 512), wr(STATUS, 1)]);
+    // The same chain published again and again: a correct driver never does this.
+    let mut published = 1u16;
+    let mut completed_now = 0;
+    for _ in 0..5 {
+        let avail = d.mock.avail();
+        for _ in 0..63 {
+            avail
+                .ring()
+                .ref_at(usize::from(published % 64))
+                .unwrap()
+                .store(head);
+            published += 1;
+        }
+        avail.idx().store(published);
+        completed_now += s.dev.process_queue().unwrap();
+        let waiting = s.dev.running_deferred().unwrap();
+        assert!(waiting <= 64, "{waiting} completions held back");
+    }
+    // Past the queue size the delay is not applied: those completed at once.
+    assert_eq!(s.dev.running_deferred(), Some(64));
+    assert_eq!(completed_now, usize::from(published) - 64);
+}
