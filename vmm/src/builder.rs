@@ -7,7 +7,6 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::Instant;
 
-use devices::fault::{FaultHook, NoFaults};
 use devices::virtio::VirtioDevice;
 use linux_loader::cmdline::Cmdline;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -17,6 +16,7 @@ use crate::config::{NetBackend, SerialOutput, VmConfig};
 use crate::device_manager::DeviceManager;
 use crate::event_loop::{EventLoop, ExitWatcher};
 use crate::exit::ExitReason;
+use crate::faults::VmFaults;
 use crate::handle::{Shared, VmHandle};
 use crate::seccomp::{self, ThreadRole};
 use crate::vstate::memory::create_guest_memory;
@@ -55,7 +55,7 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
     let (exit_tx, exit_rx) = channel();
     let mut event_loop = EventLoop::new().map_err(|e| Error::Setup(format!("event loop: {e}")))?;
     let endpoint = event_loop.endpoint();
-    let fault: Arc<dyn FaultHook> = Arc::new(NoFaults);
+    let faults = Arc::new(VmFaults::new(&config)?);
 
     let mut dm = DeviceManager::new();
     let evt = || EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")));
@@ -89,24 +89,15 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
 
     let mut mmio = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        let dev = devices::virtio::block::Block::new(
-            devices::virtio::block::BlockConfig {
-                path: disk.path.clone(),
-                read_only: disk.read_only,
-                id: disk.id.clone().or_else(|| Some(format!("kiln-disk{i}"))),
-            },
-            Some(endpoint.clone()),
-            fault.clone(),
-        )
-        .map_err(|e| Error::Config(format!("disk {}: {e}", disk.path.display())))?;
+        let dev = crate::disk::build_disk(i, disk, &endpoint, &faults)?;
         mmio.push(dm.add_virtio(vm.fd(), &mem, "block", Box::new(dev))?);
     }
     for (i, net) in config.nets.iter().enumerate() {
-        let dev = build_net(i, net, &endpoint, &fault)?;
+        let dev = build_net(i, net, &endpoint, faults.net(i))?;
         mmio.push(dm.add_virtio(vm.fd(), &mem, "net", dev)?);
     }
     if let Some(vsock) = &config.vsock {
-        let dev = devices::virtio::vsock::Vsock::new(
+        let mut dev = devices::virtio::vsock::Vsock::new(
             devices::virtio::vsock::VsockConfig {
                 cid: vsock.cid,
                 uds_path: vsock.uds.clone(),
@@ -114,6 +105,7 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
             endpoint.clone(),
         )
         .map_err(|e| Error::Config(format!("--vsock {vsock}: {e}")))?;
+        dev.set_faults(faults.vsock());
         mmio.push(dm.add_virtio(vm.fd(), &mem, "vsock", Box::new(dev))?);
     }
     let rng = devices::virtio::rng::Rng::new(Some(endpoint.clone()));
@@ -164,6 +156,7 @@ pub fn start(config: VmConfig) -> Result<Vmm, Error> {
         mem_mib: config.mem_mib,
         devices: devices_info,
         started,
+        faults: faults.clone(),
     });
     let handle = VmHandle { shared };
     let use_seccomp = config.seccomp;
@@ -241,7 +234,7 @@ fn build_net(
     index: usize,
     net: &crate::config::NetConfig,
     endpoint: &devices::virtio::EventLoopEndpoint,
-    fault: &Arc<dyn FaultHook>,
+    faults: devices::fault::NetFaults,
 ) -> Result<Box<dyn VirtioDevice>, Error> {
     use devices::virtio::net::{MacAddr, Net, NetBackendConfig, NetConfig};
     let backend = match &net.backend {
@@ -260,7 +253,7 @@ fn build_net(
         backend,
         mac: Some(mac),
     };
-    let dev = Net::new(config, endpoint.clone(), fault.clone())
+    let dev = Net::new(config, endpoint.clone(), faults)
         .map_err(|e| Error::Config(format!("--net {net}: {e}")))?;
     Ok(Box::new(dev))
 }

@@ -25,8 +25,9 @@ struct Cli {
     /// Number of vCPUs [default: 1].
     #[arg(long, value_name = "N")]
     cpus: Option<u8>,
-    /// A raw disk image, read-write unless `,ro` (repeatable).
-    #[arg(long, value_name = "PATH[,ro]")]
+    /// A raw disk image, read-write unless `,ro` (repeatable); `cache=writeback` gives it a
+    /// volatile write cache that a power cut empties.
+    #[arg(long, value_name = "PATH[,ro][,id=ID][,cache=writethrough|writeback]")]
     disk: Vec<DiskConfig>,
     /// A network device on a userspace switch socket or a TAP interface (repeatable).
     #[arg(long, value_name = "switch=SOCK[,mac=MAC]|tap=NAME[,mac=MAC]")]
@@ -40,6 +41,12 @@ struct Cli {
     /// Control API socket (JSON lines; see API.md).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// Fault rules (TOML, see FAULTS.md) in force from boot; the control API changes them.
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+    /// Append every injected fault to FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    fault_log: Option<PathBuf>,
     /// Read settings from a TOML file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -91,6 +98,12 @@ fn build_config(cli: Cli) -> Result<VmConfig, String> {
     if cli.no_seccomp {
         cfg.seccomp = false;
     }
+    if cli.faults.is_some() {
+        cfg.faults = cli.faults;
+    }
+    if cli.fault_log.is_some() {
+        cfg.fault_log = cli.fault_log;
+    }
     Ok(cfg)
 }
 
@@ -115,6 +128,14 @@ fn main() -> ExitCode {
         }
     };
     let seccomp = cfg.seccomp;
+    // Before start: a SIGTERM that comes as soon as the API socket exists must be handled,
+    // not kill the process with its default action.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| tracing::warn!("cannot handle SIGINT/SIGTERM: {e}"))
+    .ok();
     let vmm = match vmm::start(cfg) {
         Ok(v) => v,
         Err(e) => {
@@ -122,7 +143,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    stop_on_signals(vmm.handle());
+    if let Some(signals) = signals {
+        stop_on_signals(signals, vmm.handle());
+    }
     if seccomp {
         // Last: threads started after this would inherit the main thread's filter.
         vmm::seccomp::apply(vmm::seccomp::ThreadRole::Main);
@@ -133,11 +156,7 @@ fn main() -> ExitCode {
 }
 
 /// SIGINT and SIGTERM stop the VM cleanly (sockets removed, exit 0).
-fn stop_on_signals(handle: vmm::VmHandle) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
-        return;
-    };
+fn stop_on_signals(mut signals: signal_hook::iterator::Signals, handle: vmm::VmHandle) {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             handle.shutdown();

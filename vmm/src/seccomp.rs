@@ -95,6 +95,12 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_dup,
         ],
         ThreadRole::Api => &[
+            // power_cut: surviving cache blocks are read from the spill file and written
+            // to the disk image.
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_pwritev,
+            libc::SYS_fdatasync,
             libc::SYS_accept4,
             libc::SYS_accept,
             libc::SYS_recvfrom,
@@ -104,6 +110,11 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_ppoll,
         ],
         ThreadRole::Main => &[
+            // An orderly end writes write caches back to their disk images.
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_pwritev,
+            libc::SYS_fdatasync,
             libc::SYS_shutdown,
             libc::SYS_ioctl,
             libc::SYS_epoll_ctl,

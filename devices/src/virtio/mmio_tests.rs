@@ -119,7 +119,7 @@ fn full_bring_up_and_notify() {
         16,
         d.mock.desc_table_addr().0,
         d.mock.avail_addr().0,
-        d.mock.used_addr().0,
+        d.used_addr().0,
     );
     assert_eq!(r(&mut t, QUEUE_READY), 1);
     w(&mut t, STATUS, ALL_OK);

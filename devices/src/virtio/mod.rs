@@ -23,6 +23,7 @@ pub mod rng;
 mod rng_tests;
 #[cfg(test)]
 pub(crate) mod test_utils;
+pub mod timer_queue;
 pub mod vsock;
 
 /// Device IDs from the virtio spec (5.x).

@@ -10,6 +10,7 @@ use super::event_handler::VsockEventHandler;
 use super::handler::VsockHandler;
 use super::muxer::Muxer;
 use super::{EVENT_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX};
+use crate::fault::VsockFaults;
 use crate::virtio::{
     add_to_event_loop, device_type, read_config_bytes, remove_from_event_loop, ActivateContext,
     ActivateError, EventLoopEndpoint, Subscriber, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -28,6 +29,7 @@ pub struct Vsock {
     /// The host listener while no handler owns it.
     listener: Option<UnixListener>,
     endpoint: EventLoopEndpoint,
+    faults: VsockFaults,
     active: Option<Active>,
 }
 
@@ -51,8 +53,14 @@ impl Vsock {
             queue_sizes: [QUEUE_SIZE; 3],
             listener: Some(listener),
             endpoint,
+            faults: VsockFaults::none(),
             active: None,
         })
+    }
+
+    /// Applies `faults` (vsock reset rules) from the next activation on.
+    pub fn set_faults(&mut self, faults: VsockFaults) {
+        self.faults = faults;
     }
 
     /// The device configuration.
@@ -109,6 +117,8 @@ impl VirtioDevice for Vsock {
         let event = queues.remove(EVENT_INDEX);
         let tx = queues.remove(TX_INDEX);
         let rx = queues.remove(RX_INDEX);
+        let mut muxer = Muxer::new(self.config.cid, self.config.uds_path.clone(), listener);
+        muxer.faults = self.faults.clone();
         let handler = Arc::new(Mutex::new(VsockEventHandler::new(VsockHandler {
             mem: ctx.mem,
             rx,
@@ -116,7 +126,7 @@ impl VirtioDevice for Vsock {
             _event: event,
             queue_evts: ctx.queue_evts,
             interrupt: ctx.interrupt,
-            muxer: Muxer::new(self.config.cid, self.config.uds_path.clone(), listener),
+            muxer,
         })));
         let subscriber: Subscriber = handler.clone();
         match add_to_event_loop(&self.endpoint, subscriber) {
