@@ -12,6 +12,7 @@ pub mod fault;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod legacy;
+pub mod persist;
 pub mod virtio;
 
 /// Guest memory as every device sees it.

@@ -212,6 +212,11 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
         self.handler.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The queue as the handler has it now (ring positions included).
+    pub fn queue_state(&self) -> virtio_queue::QueueState {
+        self.lock().queue.state()
+    }
+
     /// Removes the handler from the event loop; the queue is dropped with it.
     pub fn stop(self) {
         if let Some((endpoint, id)) = self.registration {

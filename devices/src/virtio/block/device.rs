@@ -54,6 +54,8 @@ pub enum BlockError {
     Empty { path: PathBuf },
     #[error("disk image {path} is {size} bytes, not a multiple of 512; round it up with `truncate -s %512 {}`", path.display())]
     Misaligned { path: PathBuf, size: u64 },
+    #[error("disk image {path} is {size} bytes but the snapshot's disk was {saved}: restore with the disk (or a copy of it) as it was when the snapshot was taken")]
+    SizeChanged { path: PathBuf, size: u64, saved: u64 },
     #[error("device id {id:?} for disk image {path} is longer than 20 bytes; shorten it")]
     IdTooLong { path: PathBuf, id: String },
 }
@@ -222,5 +224,9 @@ impl VirtioDevice for Block {
         if let Some(running) = self.running.take() {
             running.stop();
         }
+    }
+
+    fn live_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        self.running.as_ref().map(|r| vec![r.queue_state()])
     }
 }

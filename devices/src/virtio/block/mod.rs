@@ -2,9 +2,11 @@
 //! parsing ([`request`]) and the event-loop side that executes requests ([`handler`]).
 
 mod device;
+mod persist;
 pub mod handler;
 pub mod request;
 #[cfg(test)]
 mod tests;
 
 pub use device::{Block, BlockConfig, BlockError, BlockState, QUEUE_SIZE};
+pub use persist::BlockHostParts;

@@ -14,6 +14,7 @@ mod event_handler;
 mod handler;
 mod log_limit;
 mod mac;
+mod persist;
 mod switch;
 mod tap;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use counters::NetCounters;
 pub use device::Net;
 pub use error::NetError;
 pub use mac::{MacAddr, MacParseError};
+pub use persist::{NetHostParts, NetState};
 pub use switch::SwitchBackend;
 pub use tap::TapBackend;
 

@@ -20,12 +20,14 @@ mod event_handler;
 mod handler;
 mod host_connect;
 mod muxer;
+mod persist;
 pub mod packet;
 #[cfg(test)]
 mod tests;
 
 pub use config::{VsockConfig, VsockError};
 pub use device::Vsock;
+pub use persist::{VsockHostParts, VsockState};
 
 /// The host's CID.
 pub const HOST_CID: u64 = 2;

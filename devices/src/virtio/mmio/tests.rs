@@ -11,10 +11,10 @@ use vm_device::bus::MmioAddress;
 use vm_device::MutDeviceMmio;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::mmio::{MmioError, MmioTransport, MAGIC_VALUE};
-use super::rng::Rng;
-use super::test_utils::{fired, guest_memory, interrupt, Driver};
-use super::{device_type, VirtioInterrupt, INT_CONFIG, VIRTIO_F_VERSION_1};
+use crate::virtio::mmio::{MmioError, MmioTransport, MAGIC_VALUE};
+use crate::virtio::rng::Rng;
+use crate::virtio::test_utils::{fired, guest_memory, interrupt, Driver};
+use crate::virtio::{device_type, VirtioInterrupt, INT_CONFIG, VIRTIO_F_VERSION_1};
 
 const MAGIC: u64 = 0x00;
 const VERSION: u64 = 0x04;
@@ -336,7 +336,7 @@ fn state_round_trips_through_serde_types() {
         (qs.size, qs.desc_table, qs.avail_ring, qs.used_ring),
         (16, 0x1000, 0x2000, 0x3000)
     );
-    assert_eq!(super::mmio::QueueConfig::from(qs), q);
+    assert_eq!(crate::virtio::mmio::QueueConfig::from(qs), q);
 }
 
 #[test]
