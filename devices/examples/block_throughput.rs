@@ -24,7 +24,7 @@ const DATA: u64 = 0x10_0000;
 const IMAGE_BYTES: u64 = 256 << 20;
 
 struct Driver {
-    mem: GuestMemoryMmap,
+    mem: devices::GuestMemory,
     avail_idx: u16,
 }
 
@@ -76,7 +76,8 @@ fn main() {
     f.set_len(IMAGE_BYTES).unwrap();
     drop(f);
 
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 512 << 20)]).unwrap();
+    let mem: devices::GuestMemory =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 512 << 20)]).unwrap();
     let mut block = Block::new(
         BlockConfig {
             path: path.clone(),

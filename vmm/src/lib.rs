@@ -31,13 +31,14 @@ pub mod event_loop;
 pub mod exit;
 pub mod handle;
 pub mod seccomp;
+pub mod snapshot;
 pub mod tiny_guest;
 pub mod vstate;
 
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
-pub use builder::start;
+pub use builder::{restore, start, RestoreConfig};
 pub use config::VmConfig;
 pub use exit::ExitReason;
 pub use handle::{VmHandle, VmStatus};
@@ -57,6 +58,8 @@ pub enum Error {
     Device(#[from] device_manager::DeviceError),
     #[error("VM setup failed: {0}")]
     Setup(String),
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// A running VM. Dropping it without [`wait`](Vmm::wait) stops the VM.
@@ -67,7 +70,7 @@ pub struct Vmm {
     event_loop: Option<event_loop::RunningEventLoop>,
     api: Option<api::ApiServer>,
     _mem: vstate::memory::GuestMemory,
-    _vm: vstate::vm::Vm,
+    _vm: std::sync::Arc<vstate::vm::Vm>,
     // Last: unmapped only after the VM and every user of `_mem` are gone.
     _host_mappings: vstate::memory::HostMappings,
 }
@@ -99,6 +102,18 @@ impl Vmm {
         for t in self.vcpu_threads.drain(..) {
             let _ = t.join();
         }
+        // No snapshot may read guest memory once it is being unmapped.
+        let source = self
+            .handle
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(s) = &source {
+            s.devices.flush_serial();
+        }
+        drop(source);
         if let Some(l) = self.event_loop.take() {
             l.stop();
         }

@@ -43,6 +43,14 @@ struct Cli {
     /// Read settings from a TOML file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Restore the snapshot in DIR instead of booting (DIR is only read). --serial,
+    /// --api-sock, --disk (all, in order), --net (all, in order) and --vsock replace the saved
+    /// host-side parts; the machine itself comes from the snapshot.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "cpus", "config"])]
+    restore: Option<PathBuf>,
+    /// With --restore: leave the VM paused until a `resume` request.
+    #[arg(long, requires = "restore")]
+    paused: bool,
     /// Turn seccomp filters off (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -94,6 +102,15 @@ fn build_config(cli: Cli) -> Result<VmConfig, String> {
     Ok(cfg)
 }
 
+/// Host-side parts given on the command line, which replace a snapshot's saved ones.
+struct Overrides {
+    serial: Option<SerialOutput>,
+    api_sock: Option<PathBuf>,
+    disks: Vec<DiskConfig>,
+    nets: Vec<NetConfig>,
+    vsock: Option<VsockConfig>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = cli
@@ -107,7 +124,23 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    let cfg = match build_config(cli) {
+    let restore_dir = cli.restore.clone();
+    let paused = cli.paused;
+    let overrides = Overrides {
+        serial: cli.serial.clone(),
+        api_sock: cli.api_sock.clone(),
+        disks: cli.disk.clone(),
+        nets: cli.net.clone(),
+        vsock: cli.vsock.clone(),
+    };
+    let cfg = if restore_dir.is_some() {
+        let mut c = VmConfig::new("");
+        c.seccomp = !cli.no_seccomp;
+        Ok(c)
+    } else {
+        build_config(cli)
+    };
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vmm: {e}");
@@ -115,7 +148,23 @@ fn main() -> ExitCode {
         }
     };
     let seccomp = cfg.seccomp;
-    let vmm = match vmm::start(cfg) {
+    let vmm = match restore_dir {
+        Some(dir) => {
+            let rc = vmm::RestoreConfig {
+                dir,
+                paused,
+                serial: overrides.serial,
+                api_sock: overrides.api_sock,
+                disks: overrides.disks,
+                nets: overrides.nets,
+                vsock: overrides.vsock,
+                seccomp,
+            };
+            vmm::restore(rc)
+        }
+        None => vmm::start(cfg),
+    };
+    let vmm = match vmm {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vmm: {e}");

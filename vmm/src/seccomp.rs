@@ -102,6 +102,22 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_shutdown,
             libc::SYS_poll,
             libc::SYS_ppoll,
+            // Snapshots run on this thread: KVM state and dirty log, the pagemap, and the
+            // snapshot directory (made under a temporary name, fsynced, renamed; removed
+            // again on failure; the parent's path resolved).
+            libc::SYS_ioctl,
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_ftruncate,
+            libc::SYS_fsync,
+            libc::SYS_mkdir,
+            libc::SYS_mkdirat,
+            libc::SYS_renameat2,
+            libc::SYS_getdents64,
+            libc::SYS_rmdir,
+            libc::SYS_readlink,
+            libc::SYS_readlinkat,
+            libc::SYS_getcwd,
         ],
         ThreadRole::Main => &[
             libc::SYS_shutdown,
@@ -126,6 +142,30 @@ fn read_only_open() -> Result<SeccompRule, seccompiler::BackendError> {
     )?])
 }
 
+/// openat(2) with exactly `flags`.
+fn open_with(flags: i32) -> Result<SeccompRule, seccompiler::BackendError> {
+    SeccompRule::new(vec![SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        flags as u64,
+    )?])
+}
+
+/// The opens a snapshot makes on the API thread: its new files (create-exclusive), the
+/// directories it fsyncs, and the directory walk that removes a failed attempt.
+fn snapshot_opens() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let cloexec = libc::O_CLOEXEC;
+    [
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | cloexec,
+        libc::O_RDONLY | libc::O_DIRECTORY | cloexec,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | cloexec,
+    ]
+    .into_iter()
+    .map(open_with)
+    .collect()
+}
+
 /// Builds the BPF program for `role`.
 pub fn filter_for(role: ThreadRole) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
@@ -133,7 +173,11 @@ pub fn filter_for(role: ThreadRole) -> Result<BpfProgram, seccompiler::BackendEr
         .chain(role_syscalls(role))
         .map(|&nr| (nr, vec![]))
         .collect();
-    rules.insert(libc::SYS_openat, vec![read_only_open()?]);
+    let mut opens = vec![read_only_open()?];
+    if role == ThreadRole::Api {
+        opens.extend(snapshot_opens()?);
+    }
+    rules.insert(libc::SYS_openat, opens);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Trap,

@@ -21,6 +21,15 @@ pub enum Request {
     Resume,
     /// Stop the VM; the `vmm` process exits 0.
     Shutdown,
+    /// Snapshot the paused VM into the new directory `dir`: `kind` is `full` (default) or
+    /// `diff` against `parent`.
+    Snapshot {
+        dir: std::path::PathBuf,
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        parent: Option<std::path::PathBuf>,
+    },
 }
 
 /// A reply: `{"ok":true, ...}` or `{"ok":false,"error":"..."}`.
@@ -30,6 +39,8 @@ pub struct Reply {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<crate::handle::VmStatus>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub snapshot: Option<crate::snapshot::SnapshotInfo>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
 }
 
@@ -38,6 +49,7 @@ impl Reply {
         Reply {
             ok: true,
             status,
+            snapshot: None,
             error: None,
         }
     }
@@ -45,6 +57,7 @@ impl Reply {
         Reply {
             ok: false,
             status: None,
+            snapshot: None,
             error: Some(msg),
         }
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{I8042, CTR_AUX_DISABLE, CTR_KBD_INT, CTR_SYS, CTR_XLATE};
+use super::{CTR_AUX_DISABLE, CTR_KBD_INT, CTR_SYS, CTR_XLATE, I8042};
 use crate::persist::Persist;
 
 /// Saved controller state.

@@ -55,7 +55,11 @@ pub enum BlockError {
     #[error("disk image {path} is {size} bytes, not a multiple of 512; round it up with `truncate -s %512 {}`", path.display())]
     Misaligned { path: PathBuf, size: u64 },
     #[error("disk image {path} is {size} bytes but the snapshot's disk was {saved}: restore with the disk (or a copy of it) as it was when the snapshot was taken")]
-    SizeChanged { path: PathBuf, size: u64, saved: u64 },
+    SizeChanged {
+        path: PathBuf,
+        size: u64,
+        saved: u64,
+    },
     #[error("device id {id:?} for disk image {path} is longer than 20 bytes; shorten it")]
     IdTooLong { path: PathBuf, id: String },
 }

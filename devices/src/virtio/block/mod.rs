@@ -2,8 +2,8 @@
 //! parsing ([`request`]) and the event-loop side that executes requests ([`handler`]).
 
 mod device;
-mod persist;
 pub mod handler;
+mod persist;
 pub mod request;
 #[cfg(test)]
 mod tests;

@@ -31,7 +31,11 @@ impl Persist for Block {
     }
 
     fn restore(parts: BlockHostParts, state: &BlockState) -> Result<Self, BlockError> {
-        let id_len = state.id.iter().position(|b| *b == 0).unwrap_or(state.id.len());
+        let id_len = state
+            .id
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(state.id.len());
         let id = String::from_utf8_lossy(&state.id[..id_len.min(ID_BYTES)]).into_owned();
         let config = BlockConfig {
             path: parts.path,

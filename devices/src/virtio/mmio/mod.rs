@@ -404,7 +404,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let mut queues = Vec::with_capacity(self.state.queues.len());
         for (index, config) in self.state.queues.iter_mut().enumerate() {
             config.event_idx_enabled = event_idx;
-            let q = validated_queue(*config, &self.mem).map_err(|why| format!("queue {index}: {why}"))?;
+            let q = validated_queue(*config, &self.mem)
+                .map_err(|why| format!("queue {index}: {why}"))?;
             queues.push(q);
         }
         let mut queue_evts = Vec::with_capacity(self.queue_evts.len());

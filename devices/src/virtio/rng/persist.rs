@@ -20,7 +20,10 @@ impl Persist for Rng {
         RngState {}
     }
 
-    fn restore(endpoint: Option<EventLoopEndpoint>, _state: &RngState) -> Result<Self, Self::Error> {
+    fn restore(
+        endpoint: Option<EventLoopEndpoint>,
+        _state: &RngState,
+    ) -> Result<Self, Self::Error> {
         Ok(Rng::new(endpoint))
     }
 }

@@ -6,7 +6,11 @@ use crate::virtio::{device_type, VirtioDevice, VIRTIO_F_VERSION_1};
 
 fn active<'a>(
     mem: &'a crate::GuestMemory,
-) -> (Rng, Driver<'a>, std::sync::Arc<crate::virtio::VirtioInterrupt>) {
+) -> (
+    Rng,
+    Driver<'a>,
+    std::sync::Arc<crate::virtio::VirtioInterrupt>,
+) {
     let d = Driver::new(mem, 16);
     let irq = interrupt();
     let (ctx, _evt) = d.activate_context(&irq);

@@ -20,8 +20,8 @@ mod event_handler;
 mod handler;
 mod host_connect;
 mod muxer;
-mod persist;
 pub mod packet;
+mod persist;
 #[cfg(test)]
 mod tests;
 
