@@ -118,7 +118,7 @@ impl VirtioDevice for Vsock {
             mem: ctx.mem,
             rx,
             tx,
-            event: event,
+            event,
             queue_evts: ctx.queue_evts,
             interrupt: ctx.interrupt,
             muxer: Muxer::new(self.config.cid, self.config.uds_path.clone(), listener),
