@@ -19,6 +19,30 @@
 //! assert_eq!(reason, ExitReason::PowerOff);
 //! ```
 //!
+//! A paused VM can be saved with [`VmHandle::snapshot`] and brought back, in this or any
+//! other process and as often as wanted, with [`restore`]:
+//!
+//! ```no_run
+//! use vmm::snapshot::SnapshotKind;
+//!
+//! # let vm = vmm::start(vmm::VmConfig::new("/path/to/vmlinux")).unwrap();
+//! let handle = vm.handle();
+//! handle.pause();
+//! let info = handle.snapshot("/tmp/snap", SnapshotKind::Full).expect("snapshot");
+//! handle.shutdown();
+//! vm.wait();
+//!
+//! // Two forks of the same snapshot, each with its own console.
+//! let forks: Vec<vmm::Vmm> = (0..2)
+//!     .map(|i| {
+//!         let mut rc = vmm::RestoreConfig::new(&info.dir);
+//!         rc.serial = Some(vmm::config::SerialOutput::File(format!("/tmp/fork{i}.log").into()));
+//!         vmm::restore(rc).expect("restore")
+//!     })
+//!     .collect();
+//! # drop(forks);
+//! ```
+//!
 //! The `vmm` binary is a thin CLI over this library; the control socket (`--api-sock`) speaks
 //! the JSON protocol in `API.md` and maps onto [`VmHandle`].
 

@@ -9,6 +9,8 @@
 pub mod cpu_model;
 pub mod dir;
 pub mod format;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod load;
 pub mod memory_file;
 mod park;
