@@ -129,10 +129,11 @@ fn page_bytes(region: &RegionView, page: usize) -> &[u8] {
     unsafe { std::slice::from_raw_parts(region.host.add(page * PAGE), PAGE) }
 }
 
-fn is_zero(bytes: &[u8]) -> bool {
-    bytes
-        .chunks_exact(8)
-        .all(|c| u64::from_ne_bytes(c.try_into().unwrap_or([1; 8])) == 0)
+/// A page of zeros to compare with (a slice comparison is one `memcmp`).
+static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
+
+fn is_zero(page: &[u8]) -> bool {
+    page == &ZERO_PAGE[..page.len()]
 }
 
 /// Writes the pages of `wanted` (per region) that are not all zero into `file` at their

@@ -71,9 +71,11 @@ pub(crate) fn take(
     let memory = pending.create_file("memory")?;
 
     let parked = park(&src.endpoint)?;
+    let t_parked = started.elapsed();
     let vcpus = control.save_all().map_err(SnapshotError::Save)?;
     let vm = save_vm(src.vm.fd()).map_err(save_err)?;
     let devices = src.devices.save();
+    let t_state = started.elapsed();
     // From here on the dirty log no longer matches the baseline until the snapshot is in place.
     let baseline = src.baseline.take();
     let dirty_pages = match &stored_kind {
@@ -90,6 +92,7 @@ pub(crate) fn take(
     start_tracking(src)?;
     drop(parked);
     drop(baseline);
+    let t_memory = started.elapsed();
 
     let header = SnapshotHeader {
         kind: stored_kind,
@@ -129,7 +132,13 @@ pub(crate) fn take(
     std::os::unix::fs::FileExt::write_all_at(&state_file, &bytes, 0).map_err(io_err)?;
     state_file.sync_all().map_err(io_err)?;
     memory.sync_all().map_err(io_err)?;
+    let t_written = started.elapsed();
     let dir = pending.commit()?;
+    tracing::debug!(
+        "snapshot phases: devices parked {t_parked:?}, state saved {t_state:?}, memory \
+         written {t_memory:?}, files synced {t_written:?}, in place {:?}",
+        started.elapsed()
+    );
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
     src.baseline = Some((id, canonical));
     Ok(SnapshotInfo {

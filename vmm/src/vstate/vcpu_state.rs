@@ -180,7 +180,10 @@ pub fn restore_vcpu(
         .map_err(kvm(id, "KVM_SET_SREGS"))?;
     fd.set_regs(&state.regs).map_err(kvm(id, "KVM_SET_REGS"))?;
     restore_xsave(fd, id, &state.xsave, xsave_size)?;
-    fd.set_xcrs(&state.xcrs).map_err(kvm(id, "KVM_SET_XCRS"))?;
+    // KVM reports no XCRs on a CPU without XSAVE (QEMU's qemu64, say) and refuses to set any.
+    if state.xcrs.nr_xcrs > 0 {
+        fd.set_xcrs(&state.xcrs).map_err(kvm(id, "KVM_SET_XCRS"))?;
+    }
     fd.set_lapic(&state.lapic)
         .map_err(kvm(id, "KVM_SET_LAPIC"))?;
     let (deadline, others): (Vec<_>, Vec<_>) = state
