@@ -270,6 +270,12 @@ fn debian_node_restores_twice_with_systemd_agent_and_root_disk() {
             assert!(waited < 600, "multi-user.target not active after 300 s");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // An address on the first network device (the node image configures none by itself);
+        // the restored guests keep it.
+        let ip = "dev=$(ls /sys/class/net | grep -v '^lo$' | head -n 1); ip link set \"$dev\" up \
+                  && ip addr add 10.0.2.15/24 dev \"$dev\" && echo \"$dev\"";
+        let out = sh(&mut guest, &agent, ip).await;
+        assert!(out.status.success(), "network set-up: {out:?}");
         // Settle the root file system so the disk copy below matches the snapshot.
         let out = sh(&mut guest, &agent, "sync && echo synced").await;
         assert_eq!(out.stdout, b"synced\n");
