@@ -72,6 +72,13 @@ impl<D: VirtioDevice> Persist for MmioTransport<D> {
                 )));
             }
         }
+        let offered = transport.device.features();
+        if regs.acked_features & !offered != 0 {
+            return Err(MmioError::Restore(format!(
+                "saved driver features {:#x} include some the device does not offer ({offered:#x})",
+                regs.acked_features
+            )));
+        }
         transport.state = MmioTransportState {
             activated: false,
             status: regs.status & !VIRTIO_CONFIG_S_DRIVER_OK,

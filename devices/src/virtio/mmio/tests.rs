@@ -414,6 +414,19 @@ fn restored_transport_resumes_at_the_saved_ring_position() {
         MmioTransport::restore(parts, &bad),
         Err(MmioError::Restore(_))
     ));
+    // So are features the device never offered.
+    let mut bad = saved.clone();
+    bad.registers.acked_features |= 1 << 40;
+    let parts = MmioHostParts {
+        device: Rng::new(None),
+        mem: mem.clone(),
+        interrupt: interrupt(),
+        queue_evts: evt(),
+    };
+    assert!(matches!(
+        MmioTransport::restore(parts, &bad),
+        Err(MmioError::Restore(_))
+    ));
     // So is a running queue whose rings lie outside guest memory.
     let mut bad = saved;
     bad.registers.queues[0].desc_table = 1 << 40;
