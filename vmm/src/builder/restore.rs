@@ -122,6 +122,7 @@ pub fn restore(rc: RestoreConfig) -> Result<Vmm, Error> {
         base_memory,
         diffs,
     } = snap;
+    let t_loaded = started.elapsed();
     let host = rc.host_config(&state.host)?;
     let (mem, mappings) = restore_guest_memory(header.mem_mib, base_memory)
         .map_err(|e| Error::Memory(e.to_string()))?;
@@ -134,7 +135,9 @@ pub fn restore(rc: RestoreConfig) -> Result<Vmm, Error> {
             ))
         })?;
     }
+    let t_mapped = started.elapsed();
     let mut m = Machine::create(mem, mappings, header.mem_mib, true, rc.seccomp, started)?;
+    let t_created = started.elapsed();
     restore_vm(m.vm.fd(), &state.vm)?;
     let mut vcpus = Vec::with_capacity(state.vcpus.len());
     for saved in &state.vcpus {
@@ -146,9 +149,15 @@ pub fn restore(rc: RestoreConfig) -> Result<Vmm, Error> {
             .map_err(|e| Error::Snapshot(format!("snapshot {}: {e}", dir.display())))?;
         vcpus.push(fd);
     }
+    let t_vcpus = started.elapsed();
     let parts = m.legacy_parts(attach::serial_output(&host.serial)?)?;
     m.dm.add_legacy(m.vm.fd(), parts, Some(&state.devices))?;
     attach::from_state(&mut m, &state.devices, &host)?;
+    tracing::debug!(
+        "restore phases: snapshot loaded {t_loaded:?}, memory mapped {t_mapped:?}, VM created \
+         {t_created:?}, vCPUs restored {t_vcpus:?}, devices attached {:?}",
+        started.elapsed()
+    );
     tracing::info!(
         "VM restored from {}: {} vCPU, {} MiB, in {:?}",
         dir.display(),
