@@ -102,13 +102,19 @@ fn build_config(cli: Cli) -> Result<VmConfig, String> {
     Ok(cfg)
 }
 
-/// Host-side parts given on the command line, which replace a snapshot's saved ones.
-struct Overrides {
-    serial: Option<SerialOutput>,
-    api_sock: Option<PathBuf>,
-    disks: Vec<DiskConfig>,
-    nets: Vec<NetConfig>,
-    vsock: Option<VsockConfig>,
+/// `--restore DIR` with the host-side parts given on the command line, which replace the
+/// snapshot's saved ones.
+fn restore_config(cli: Cli, dir: PathBuf) -> vmm::RestoreConfig {
+    vmm::RestoreConfig {
+        dir,
+        paused: cli.paused,
+        serial: cli.serial,
+        api_sock: cli.api_sock,
+        disks: cli.disk,
+        nets: cli.net,
+        vsock: cli.vsock,
+        seccomp: !cli.no_seccomp,
+    }
 }
 
 fn main() -> ExitCode {
@@ -124,45 +130,24 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    let restore_dir = cli.restore.clone();
-    let paused = cli.paused;
-    let overrides = Overrides {
-        serial: cli.serial.clone(),
-        api_sock: cli.api_sock.clone(),
-        disks: cli.disk.clone(),
-        nets: cli.net.clone(),
-        vsock: cli.vsock.clone(),
-    };
-    let cfg = if restore_dir.is_some() {
-        let mut c = VmConfig::new("");
-        c.seccomp = !cli.no_seccomp;
-        Ok(c)
-    } else {
-        build_config(cli)
-    };
-    let cfg = match cfg {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vmm: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let seccomp = cfg.seccomp;
-    let vmm = match restore_dir {
+    // Before the VM (and its API socket) exists, so an early SIGTERM is not fatal.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .ok();
+    let (seccomp, vmm) = match cli.restore.clone() {
         Some(dir) => {
-            let rc = vmm::RestoreConfig {
-                dir,
-                paused,
-                serial: overrides.serial,
-                api_sock: overrides.api_sock,
-                disks: overrides.disks,
-                nets: overrides.nets,
-                vsock: overrides.vsock,
-                seccomp,
-            };
-            vmm::restore(rc)
+            let rc = restore_config(cli, dir);
+            (rc.seccomp, vmm::restore(rc))
         }
-        None => vmm::start(cfg),
+        None => match build_config(cli) {
+            Ok(cfg) => (cfg.seccomp, vmm::start(cfg)),
+            Err(e) => {
+                eprintln!("vmm: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let vmm = match vmm {
         Ok(v) => v,
@@ -171,7 +156,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    stop_on_signals(vmm.handle());
+    if let Some(signals) = signals {
+        stop_on_signals(signals, vmm.handle());
+    }
     if seccomp {
         // Last: threads started after this would inherit the main thread's filter.
         vmm::seccomp::apply(vmm::seccomp::ThreadRole::Main);
@@ -182,11 +169,7 @@ fn main() -> ExitCode {
 }
 
 /// SIGINT and SIGTERM stop the VM cleanly (sockets removed, exit 0).
-fn stop_on_signals(handle: vmm::VmHandle) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
-        return;
-    };
+fn stop_on_signals(mut signals: signal_hook::iterator::Signals, handle: vmm::VmHandle) {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             handle.shutdown();
