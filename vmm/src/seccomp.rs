@@ -102,22 +102,19 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_shutdown,
             libc::SYS_poll,
             libc::SYS_ppoll,
-            // Snapshots run on this thread: KVM state and dirty log, the pagemap, and the
-            // snapshot directory (made under a temporary name, fsynced, renamed; removed
-            // again on failure; the parent's path resolved).
+            // Snapshots run on this thread: KVM state and dirty log (ioctl), the pagemap
+            // (pread64), the memory file (ftruncate, pwrite64, fsync), the snapshot directory
+            // (mkdir, renameat2; a failed or stale one is removed: getdents64) and the
+            // parent's canonical path (readlink).
             libc::SYS_ioctl,
             libc::SYS_pread64,
             libc::SYS_pwrite64,
             libc::SYS_ftruncate,
             libc::SYS_fsync,
             libc::SYS_mkdir,
-            libc::SYS_mkdirat,
-            libc::SYS_renameat2,
-            libc::SYS_getdents64,
-            libc::SYS_rmdir,
             libc::SYS_readlink,
-            libc::SYS_readlinkat,
-            libc::SYS_getcwd,
+            libc::SYS_getdents64,
+            libc::SYS_renameat2,
         ],
         ThreadRole::Main => &[
             libc::SYS_shutdown,

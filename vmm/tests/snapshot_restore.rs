@@ -387,6 +387,10 @@ fn snapshot_refuses_a_running_vm_and_an_existing_path() {
         "{r}"
     );
     std::fs::remove_dir(&dir).unwrap();
+    // What a snapshot that died half-way leaves behind is cleared by the next one.
+    let stale = s.path(".snap.partial");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("memory"), b"half written").unwrap();
     assert_eq!(api(&sock, &req)["ok"], true);
     let leftovers: Vec<_> = std::fs::read_dir(&s.0)
         .unwrap()
