@@ -373,6 +373,7 @@ fn debian(runs: usize) {
         .output()
         .is_ok();
     for i in 0..runs {
+        println!("  round {}/{runs}", i + 1);
         let round = dir.join(i.to_string());
         std::fs::create_dir_all(&round).unwrap();
         let snap = round.join("snap");
