@@ -93,8 +93,6 @@ pub struct Vmm {
     vcpu_threads: Vec<JoinHandle<()>>,
     event_loop: Option<event_loop::RunningEventLoop>,
     api: Option<api::ApiServer>,
-    /// Maps a restored VM's memory file ahead of the guest.
-    prefault: Option<vstate::prefault::Prefault>,
     _mem: vstate::memory::GuestMemory,
     _vm: std::sync::Arc<vstate::vm::Vm>,
     // Last: unmapped only after the VM and every user of `_mem` are gone.
@@ -124,9 +122,6 @@ impl Vmm {
     }
 
     fn teardown(&mut self) {
-        if let Some(p) = self.prefault.take() {
-            p.stop();
-        }
         self.handle.shared.control.stop();
         for t in self.vcpu_threads.drain(..) {
             let _ = t.join();

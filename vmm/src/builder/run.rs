@@ -10,7 +10,6 @@ use crate::handle::{Shared, VmHandle};
 use crate::seccomp::ThreadRole;
 use crate::snapshot::state::{HostConfig, SnapshotId};
 use crate::snapshot::take::SnapshotSource;
-use crate::vstate::prefault::{Prefault, PrefaultRegion};
 use crate::vstate::vcpu::{install_kick_handler, RunState, Vcpu, VcpuControl};
 use crate::{Error, Vmm};
 
@@ -86,32 +85,8 @@ pub(crate) fn run(
         control.add_thread(std::os::unix::thread::JoinHandleExt::as_pthread_t(&t));
         threads.push(t);
     }
-    let prefault = match m.mappings.backing() {
-        Some((file, offsets)) => {
-            use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-            let regions = m
-                .mem
-                .iter()
-                .zip(offsets)
-                .map(|(r, file_offset)| PrefaultRegion {
-                    host: r.as_ptr() as usize,
-                    len: r.len() as usize,
-                    file_offset,
-                })
-                .collect();
-            Prefault::start(
-                regions,
-                file,
-                on_thread_start(m.seccomp, ThreadRole::Devices),
-            )
-            .map_err(|e| tracing::debug!("no prefault thread: {e}"))
-            .ok()
-        }
-        None => None,
-    };
     Ok(Vmm {
         handle,
-        prefault,
         exits: m.exit_rx,
         vcpu_threads: threads,
         event_loop: Some(m.event_loop),

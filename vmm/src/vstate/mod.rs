@@ -1,7 +1,6 @@
 //! KVM state: the VM, its memory and its vCPUs.
 
 pub mod memory;
-pub mod prefault;
 pub mod vcpu;
 pub mod vcpu_state;
 pub mod vm;
