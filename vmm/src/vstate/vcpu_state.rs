@@ -2,6 +2,11 @@
 //! on restore: registers, special registers, FPU/XSAVE, XCRs, debug registers, LAPIC, MP
 //! state, pending events, TSC frequency, CPUID and every MSR in KVM's MSR index list (on PVM
 //! hosts that list includes PVM's own MSRs; it is read from KVM, never hard-coded).
+//!
+//! Seen on the PVM development hosts (2026-12-02): the list has 41 MSRs, KVM's paravirt MSRs
+//! 0x4b564d00-0x4b564d07 among them; PVM's 0x4b564df0-0x4b564df7 and 0x4b564d09 are neither
+//! listed nor readable through KVM_GET_MSRS, so nothing can carry them. Only PVM-enabled guest
+//! kernels use those, and none runs here.
 
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_debugregs, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs,
