@@ -61,6 +61,7 @@ fn debian_minimal_boots_with_disk_net_and_vsock() {
         cpus: 2,
         disks: vec![disk.display().to_string()],
         nets: vec![format!("switch={}", switch_path.display())],
+        extra_args: Vec::new(),
     };
     let mut guest = Guest::start(&vmm, &spec, &dir.0);
     e2e::runtime().block_on(async {
@@ -146,6 +147,7 @@ fn debian_node_boots_systemd_on_ext4_root() {
         cpus: 2,
         disks: vec![root.display().to_string()],
         nets: vec![],
+        extra_args: Vec::new(),
     };
     let mut guest = Guest::start(&vmm, &spec, &dir.0);
     e2e::runtime().block_on(async {

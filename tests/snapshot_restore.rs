@@ -149,6 +149,7 @@ fn debian_minimal_restores_twice_with_agent_disk_net_and_timers() {
         cpus: 1,
         disks: vec![disk.display().to_string()],
         nets: vec![format!("switch={}", dir.0.join("switch0.sock").display())],
+        extra_args: Vec::new(),
     };
     let boot_dir = dir.0.join("boot");
     std::fs::create_dir_all(&boot_dir).unwrap();
@@ -249,6 +250,7 @@ fn debian_node_restores_twice_with_systemd_agent_and_root_disk() {
         cpus: 1,
         disks: vec![root.display().to_string(), data.display().to_string()],
         nets: vec![format!("switch={}", sw0_path.display())],
+        extra_args: Vec::new(),
     };
     let boot_dir = dir.0.join("boot");
     std::fs::create_dir_all(&boot_dir).unwrap();

@@ -7,6 +7,8 @@
 //! emulated KVM host, so both sides are measured on nested KVM there.
 //!
 //! Run: `cargo bench -p kiln-benches --bench debian_boot` (KILN_BENCH_RUNS, default 8).
+//! `KILN_BENCH_VMM_BASELINE=/path/to/an/older/vmm` adds that binary as a third peer, for
+//! before/after figures in one run. Peers take turns run by run (A B C A B C ...).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -36,7 +38,7 @@ fn main() {
         // emulated host, where a sparse copy is fast.
         std::fs::create_dir_all(&disks).unwrap();
         for i in 0..runs {
-            for who in ["kiln", "qemu"] {
+            for who in ["kiln", "base", "qemu"] {
                 let to = disks.join(format!("{who}-{i}.ext4"));
                 nested::sparse_copy(&imgs[1].join("rootfs.ext4"), &to);
             }
@@ -66,8 +68,8 @@ fn main() {
 
 fn measure(vmm: &Path, boot: &Boot<'_>, runs: usize, disks: Option<&Path>) {
     let disk = |who: &str, i: usize| disks.map(|d| d.join(format!("{who}-{i}.ext4")));
-    let kiln = |i: usize| {
-        let mut c = Command::new(vmm);
+    let kiln_with = |bin: &Path, who: &str, i: usize| {
+        let mut c = Command::new(bin);
         c.arg("--kernel")
             .arg(boot.img.join("vmlinuz"))
             .arg("--initrd")
@@ -80,7 +82,7 @@ fn measure(vmm: &Path, boot: &Boot<'_>, runs: usize, disks: Option<&Path>) {
                 "--serial",
                 "stdout",
             ]);
-        if let Some(d) = disk("kiln", i) {
+        if let Some(d) = disk(who, i) {
             c.arg("--disk").arg(d);
         }
         c
@@ -95,37 +97,66 @@ fn measure(vmm: &Path, boot: &Boot<'_>, runs: usize, disks: Option<&Path>) {
         }
         c
     };
-    println!("{} boot, {runs} runs each, seconds from launch", boot.name);
-    let mut rows = Vec::new();
-    for (name, make) in [
-        ("kiln vmm", &kiln as &dyn Fn(usize) -> Command),
-        ("qemu microvm", &qemu),
-    ] {
-        let (mut init, mut off) = (Vec::new(), Vec::new());
-        for i in 0..runs {
+    let kiln = |i: usize| kiln_with(vmm, "kiln", i);
+    let baseline = nested::baseline_vmm();
+    let before = |i: usize| kiln_with(baseline.as_deref().unwrap_or(vmm), "base", i);
+    let mut peers: Vec<(&str, &dyn Fn(usize) -> Command)> = vec![("kiln vmm", &kiln)];
+    if baseline.is_some() {
+        peers.push(("kiln vmm (baseline)", &before));
+    }
+    peers.push(("qemu microvm", &qemu));
+    println!(
+        "{} boot, {runs} runs each, interleaved ({}), seconds from launch",
+        boot.name,
+        peers.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+    );
+    let mut samples = vec![(Vec::new(), Vec::new(), 0usize); peers.len()];
+    for i in 0..runs {
+        for ((name, make), (init, off, failed)) in peers.iter().zip(samples.iter_mut()) {
             match boot_once(make(i), boot.first_line) {
                 Ok((first, o)) => {
                     init.push(first.as_secs_f64());
                     off.push(o.as_secs_f64());
                 }
-                Err(e) => println!("  {name}: run failed: {e}"),
+                Err(e) => {
+                    *failed += 1;
+                    println!("  {name}: run {i} failed (excluded): {e}");
+                }
             }
         }
+    }
+    let mut rows = Vec::new();
+    for ((name, _), (init, off, failed)) in peers.iter().zip(samples.iter_mut()) {
         if init.is_empty() {
-            println!("  {name}: no successful run");
+            println!("  {name}: no successful run ({failed} failed)");
             continue;
         }
-        let (i, o) = (Percentiles::of(&mut init), Percentiles::of(&mut off));
+        let (i, o) = (Percentiles::of(init), Percentiles::of(off));
         println!("{}", i.row(&format!("{name} to first init line"), "s"));
         println!("{}", o.row(&format!("{name} to power-off"), "s"));
-        rows.push((name, i, o));
+        if *failed > 0 {
+            println!("  {name}: {failed} of {runs} runs failed and are excluded");
+        }
+        rows.push((*name, i, o));
     }
-    if let [(_, ki, ko), (_, qi, qo)] = rows.as_slice() {
+    let find = |n: &str| rows.iter().find(|r| r.0 == n);
+    if let Some((_, qi, qo)) = find("qemu microvm") {
+        for (name, ki, ko) in rows.iter().filter(|r| r.0 != "qemu microvm") {
+            println!(
+                "ratio {name} / qemu (p50), {}: first init line {:.2}, power-off {:.2}",
+                boot.name,
+                ki.p50 / qi.p50,
+                ko.p50 / qo.p50
+            );
+        }
+    }
+    if let (Some((_, ki, ko)), Some((_, bi, bo))) = (find("kiln vmm"), find("kiln vmm (baseline)"))
+    {
         println!(
-            "ratio kiln / qemu (p50), {}: first init line {:.2}, power-off {:.2}",
+            "ratio kiln vmm / baseline (p50), {}: first init line {:.2}, power-off {:.2}",
             boot.name,
-            ki.p50 / qi.p50,
-            ko.p50 / qo.p50
+            ki.p50 / bi.p50,
+            ko.p50 / bo.p50
         );
     }
 }

@@ -8,6 +8,15 @@ use orchestrator::host_kind::kvm_can_boot_linux;
 
 const INSIDE: &str = "KILN_BENCH_INSIDE";
 const VMM: &str = "KILN_BENCH_VMM";
+const BASELINE: &str = "KILN_BENCH_VMM_BASELINE";
+
+/// A second `vmm` binary to measure beside this build's (`KILN_BENCH_VMM_BASELINE`), e.g. one
+/// built from an older commit, so that before/after figures come from one run.
+pub fn baseline_vmm() -> Option<PathBuf> {
+    std::env::var_os(BASELINE)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
 
 /// Sample size from `KILN_BENCH_RUNS`, else `default`.
 pub fn runs(default: usize) -> usize {
@@ -46,10 +55,17 @@ pub fn images_here(
         format!("{INSIDE}={}", joined.join(":")),
         format!("{VMM}={}", vmm.display()),
         format!("KILN_BENCH_RUNS={runs}"),
+        format!(
+            "{BASELINE}={}",
+            baseline_vmm()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
         std::env::current_exe().unwrap().display().to_string(),
         "--bench".into(),
     ];
-    let opts = orchestrator::emulated_host::RunOptions::new(argv).unwrap();
+    let mut opts = orchestrator::emulated_host::RunOptions::new(argv).unwrap();
+    opts.cpus = orchestrator::runner::placement::emulated_host_cpus();
     let out = orchestrator::emulated_host::run(&opts).expect("emulated host");
     std::process::exit(out.status);
 }

@@ -1,6 +1,8 @@
 //! Kiln's emulated devices: legacy PC devices (serial, i8042, CMOS RTC), the virtio-mmio
-//! transport and the virtio devices behind it (block, net, vsock, rng), plus the fault hook
-//! that every block request and network frame passes through.
+//! transport and the virtio devices behind it (block, net, vsock, rng), and fault injection
+//! ([`fault`]): rules that every block request, network frame and vsock packet passes.
+//! A disk's bytes live in a stack of layers ([`virtio::block::backend`]): raw file, optional
+//! write-back cache, fault layer.
 //!
 //! This crate knows nothing of KVM: a device is handed guest memory, an [`EventFd`] to raise
 //! its interrupt (the VMM registers it as an irqfd) and event fds for queue notifications

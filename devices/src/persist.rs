@@ -2,8 +2,8 @@
 //!
 //! Every device implements [`Persist`] in a `persist.rs` beside it. The saved state is plain
 //! data with no file descriptors or paths the host may want to change; what only the host can
-//! supply on restore (event fds, output writers, disk files, sockets, the event loop) comes in
-//! as [`Persist::HostParts`].
+//! supply on restore (event fds, output writers, disk files, sockets, the event loop, fault
+//! hooks) comes in as [`Persist::HostParts`].
 
 /// A device that can be saved and restored.
 pub trait Persist: Sized {

@@ -5,6 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to boot.
+#[derive(Default)]
 pub struct GuestSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -15,6 +16,8 @@ pub struct GuestSpec {
     pub disks: Vec<String>,
     /// `--net` values.
     pub nets: Vec<String>,
+    /// More `vmm` arguments (e.g. `--api-sock`, `--faults`).
+    pub extra_args: Vec<String>,
 }
 
 /// A running `vmm` process. Killed on drop, so a failing test leaves nothing behind.
@@ -114,6 +117,7 @@ impl Guest {
         for n in &spec.nets {
             cmd.args(["--net", n]);
         }
+        cmd.args(&spec.extra_args);
         let started = Instant::now();
         let child = cmd.spawn().expect("vmm starts");
         Guest {

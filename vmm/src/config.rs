@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use devices::virtio::block::backend::CacheMode;
 use serde::{Deserialize, Serialize};
 
 /// Default kernel command line: serial console, reboot through the keyboard controller, and
@@ -59,6 +60,12 @@ pub struct VmConfig {
     /// Seccomp filters on every thread (on by default; turn off only to debug).
     #[serde(default = "default_true")]
     pub seccomp: bool,
+    /// Fault rules file (TOML, see `FAULTS.md`) in force from boot.
+    #[serde(default)]
+    pub faults: Option<PathBuf>,
+    /// Where injected faults are appended (JSON lines).
+    #[serde(default)]
+    pub fault_log: Option<PathBuf>,
 }
 
 fn default_cmdline() -> String {
@@ -89,6 +96,8 @@ impl VmConfig {
             serial: SerialOutput::Stdout,
             api_sock: None,
             seccomp: true,
+            faults: None,
+            fault_log: None,
         }
     }
 
@@ -106,6 +115,9 @@ impl VmConfig {
         }
         for d in &self.disks {
             check_file("disk", &d.path)?;
+        }
+        if let Some(f) = &self.faults {
+            check_file("--faults", f)?;
         }
         if self.mem_mib < 16 {
             return Err(ConfigError::Invalid(format!(
@@ -160,7 +172,7 @@ fn options(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
         })
 }
 
-/// `--disk PATH[,ro][,id=SERIAL]`
+/// `--disk PATH[,ro][,id=SERIAL][,cache=writethrough|writeback]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DiskConfig {
@@ -168,6 +180,8 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// Device ID the guest sees (`/sys/block/vdX/serial`).
     pub id: Option<String>,
+    /// Write-through (default) or a volatile write-back cache (lost at a power cut).
+    pub cache: CacheMode,
 }
 
 impl FromStr for DiskConfig {
@@ -184,15 +198,21 @@ impl FromStr for DiskConfig {
             path: path.into(),
             read_only: false,
             id: None,
+            cache: CacheMode::WriteThrough,
         };
         for (k, v) in options(parts.next().unwrap_or("")) {
             match (k, v) {
                 ("ro", None) => disk.read_only = true,
                 ("rw", None) => disk.read_only = false,
                 ("id", Some(v)) if v.len() <= 20 => disk.id = Some(v.to_string()),
+                ("cache", Some(v)) => {
+                    disk.cache = v
+                        .parse()
+                        .map_err(|e: String| invalid(format!("--disk '{s}': {e}")))?
+                }
                 _ => {
                     return Err(invalid(format!(
-                    "--disk '{s}': unknown option '{k}'; use --disk PATH[,ro][,id=UP_TO_20_CHARS]"
+                    "--disk '{s}': unknown option '{k}'; use --disk PATH[,ro][,id=UP_TO_20_CHARS][,cache=writeback]"
                 )))
                 }
             }
@@ -209,6 +229,9 @@ impl fmt::Display for DiskConfig {
         }
         if let Some(id) = &self.id {
             write!(f, ",id={id}")?;
+        }
+        if self.cache == CacheMode::WriteBack {
+            write!(f, ",cache=writeback")?;
         }
         Ok(())
     }
@@ -429,6 +452,28 @@ mod tests {
             "/tmp/x".parse::<SerialOutput>().unwrap(),
             SerialOutput::File("/tmp/x".into())
         );
+    }
+
+    #[test]
+    fn parses_disk_cache_modes() {
+        let d: DiskConfig = "a.img,cache=writeback".parse().unwrap();
+        assert_eq!(d.cache, CacheMode::WriteBack);
+        assert_eq!(d.to_string(), "a.img,cache=writeback");
+        assert_eq!(d.to_string().parse::<DiskConfig>().unwrap(), d);
+        let d: DiskConfig = "a.img,cache=writethrough".parse().unwrap();
+        assert_eq!(
+            (d.cache, d.to_string().as_str()),
+            (CacheMode::WriteThrough, "a.img")
+        );
+        let e = "a.img,cache=fast"
+            .parse::<DiskConfig>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cache=writeback") && e.contains("\"fast\""),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum ExitReason {
     Reboot { via: String },
     /// The host asked the VM to stop (control API, handle, or signal).
     Shutdown,
+    /// The host pulled the plug (`power_cut`): unflushed writes in write caches were lost.
+    PowerCut { lost_blocks: u64, kept_blocks: u64 },
     /// A vCPU executed `hlt` in a way that exits to the VMM (no in-kernel irqchip wake-up).
     Halted { vcpu: u8 },
     /// The guest triple-faulted; `regs` is a register dump of that vCPU.
@@ -32,6 +34,7 @@ impl ExitReason {
             ExitReason::PowerOff
             | ExitReason::Reboot { .. }
             | ExitReason::Shutdown
+            | ExitReason::PowerCut { .. }
             | ExitReason::Halted { .. } => 0,
             ExitReason::TripleFault { .. } | ExitReason::VcpuError { .. } => 1,
         }
@@ -43,6 +46,12 @@ impl ExitReason {
             ExitReason::PowerOff => "guest powered off".into(),
             ExitReason::Reboot { via } => format!("guest rebooted ({via}); stopping the VM"),
             ExitReason::Shutdown => "VM shut down by the host".into(),
+            ExitReason::PowerCut {
+                lost_blocks,
+                kept_blocks,
+            } => format!(
+                "power cut by the host: {lost_blocks} unflushed 4 KiB block(s) lost, {kept_blocks} kept"
+            ),
             ExitReason::Halted { vcpu } => format!("vCPU {vcpu} halted; stopping the VM"),
             ExitReason::TripleFault { vcpu, regs } => {
                 format!("guest triple fault on vCPU {vcpu}\n{regs}")

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Reply, Request};
 use crate::exit::ExitReason;
+use crate::faults::{PowerCutSummary, VmFaults};
 use crate::snapshot::take::{take, SnapshotSource};
 use crate::snapshot::{SnapshotError, SnapshotInfo, SnapshotKind};
 use crate::vstate::vcpu::{RunState, VcpuControl};
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     /// What snapshots read; `None` once the VM is torn down. The lock also serializes
     /// snapshots.
     pub snapshot: Mutex<Option<SnapshotSource>>,
+    /// Fault rules, their log, and the disks' write caches (power cut).
+    pub faults: Arc<VmFaults>,
 }
 
 /// Controls a running VM.
@@ -69,6 +72,26 @@ impl VmHandle {
     /// [`ExitReason::Shutdown`] unless the guest ended first.
     pub fn shutdown(&self) {
         let _ = self.shared.exits.send(ExitReason::Shutdown);
+    }
+
+    /// The VM's fault rules, hit counts and write caches.
+    pub fn faults(&self) -> &VmFaults {
+        &self.shared.faults
+    }
+
+    /// Pulls the plug: the vCPUs stop, unflushed writes in every write cache are lost (each
+    /// unflushed 4 KiB block survives with probability `keep`), and the VM ends with
+    /// [`ExitReason::PowerCut`].
+    pub fn power_cut(&self, keep: f64) -> Result<PowerCutSummary, String> {
+        crate::faults::check_keep(keep)?;
+        // No guest code runs past this point; requests already queued meet a dead cache.
+        self.shared.control.pause();
+        let summary = self.shared.faults.power_cut(keep)?;
+        let _ = self.shared.exits.send(ExitReason::PowerCut {
+            lost_blocks: summary.lost_blocks,
+            kept_blocks: summary.kept_blocks,
+        });
+        Ok(summary)
     }
 
     /// Current state and layout.
@@ -170,6 +193,28 @@ impl VmHandle {
                     Err(e) => Reply::error(e.to_string()),
                 }
             }
+            Request::SetFaults { rules } => {
+                match devices::fault::FaultRules::from_json(rules)
+                    .and_then(|r| self.shared.faults.set_rules(r))
+                {
+                    Ok(()) => Reply {
+                        faults: Some(self.shared.faults.report()),
+                        ..Reply::ok(None)
+                    },
+                    Err(e) => Reply::error(e.0.join("; ")),
+                }
+            }
+            Request::Faults => Reply {
+                faults: Some(self.shared.faults.report()),
+                ..Reply::ok(None)
+            },
+            Request::PowerCut { keep } => match self.power_cut(keep) {
+                Ok(summary) => Reply {
+                    power_cut: Some(summary),
+                    ..Reply::ok(None)
+                },
+                Err(e) => Reply::error(e),
+            },
         }
     }
 }

@@ -51,8 +51,10 @@ pub mod arch;
 mod builder;
 pub mod config;
 pub mod device_manager;
+mod disk;
 pub mod event_loop;
 pub mod exit;
+pub mod faults;
 pub mod handle;
 pub mod seccomp;
 pub mod snapshot;
@@ -141,6 +143,8 @@ impl Vmm {
         if let Some(l) = self.event_loop.take() {
             l.stop();
         }
+        // After a power cut the caches refuse this; otherwise unflushed writes reach the disks.
+        self.handle.shared.faults.flush_caches();
         if let Some(api) = self.api.take() {
             api.stop();
         }

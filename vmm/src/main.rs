@@ -25,8 +25,9 @@ struct Cli {
     /// Number of vCPUs [default: 1].
     #[arg(long, value_name = "N")]
     cpus: Option<u8>,
-    /// A raw disk image, read-write unless `,ro` (repeatable).
-    #[arg(long, value_name = "PATH[,ro]")]
+    /// A raw disk image, read-write unless `,ro` (repeatable); `cache=writeback` gives it a
+    /// volatile write cache that a power cut empties.
+    #[arg(long, value_name = "PATH[,ro][,id=ID][,cache=writethrough|writeback]")]
     disk: Vec<DiskConfig>,
     /// A network device on a userspace switch socket or a TAP interface (repeatable).
     #[arg(long, value_name = "switch=SOCK[,mac=MAC]|tap=NAME[,mac=MAC]")]
@@ -40,12 +41,19 @@ struct Cli {
     /// Control API socket (JSON lines; see API.md).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// Fault rules (TOML, see FAULTS.md) in force from boot; the control API changes them.
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+    /// Append every injected fault to FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    fault_log: Option<PathBuf>,
     /// Read settings from a TOML file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Restore the snapshot in DIR instead of booting (DIR is only read). --serial,
-    /// --api-sock, --disk (all, in order), --net (all, in order) and --vsock replace the saved
-    /// host-side parts; the machine itself comes from the snapshot.
+    /// --api-sock, --disk (all, in order; each keeps its saved cache mode), --net (all, in
+    /// order) and --vsock replace the saved host-side parts; the machine itself comes from the
+    /// snapshot. Fault rules are not in a snapshot: --faults and --fault-log apply afresh.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "cpus", "config"])]
     restore: Option<PathBuf>,
     /// With --restore: leave the VM paused until a `resume` request.
@@ -99,6 +107,12 @@ fn build_config(cli: Cli) -> Result<VmConfig, String> {
     if cli.no_seccomp {
         cfg.seccomp = false;
     }
+    if cli.faults.is_some() {
+        cfg.faults = cli.faults;
+    }
+    if cli.fault_log.is_some() {
+        cfg.fault_log = cli.fault_log;
+    }
     Ok(cfg)
 }
 
@@ -113,6 +127,8 @@ fn restore_config(cli: Cli, dir: PathBuf) -> vmm::RestoreConfig {
         disks: cli.disk,
         nets: cli.net,
         vsock: cli.vsock,
+        faults: cli.faults,
+        fault_log: cli.fault_log,
         seccomp: !cli.no_seccomp,
     }
 }
@@ -130,11 +146,13 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    // Before the VM (and its API socket) exists, so an early SIGTERM is not fatal.
+    // Before the VM (and its API socket) exists: a SIGTERM that comes as soon as the API
+    // socket appears must be handled, not kill the process with its default action.
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
+    .map_err(|e| tracing::warn!("cannot handle SIGINT/SIGTERM: {e}"))
     .ok();
     let (seccomp, vmm) = match cli.restore.clone() {
         Some(dir) => {

@@ -115,8 +115,18 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_readlink,
             libc::SYS_getdents64,
             libc::SYS_renameat2,
+            // Write caches are written back to their images before a snapshot, and a
+            // power_cut writes the blocks that survive: spill-file reads (pread64, above),
+            // image writes (pwritev) and syncs (fdatasync).
+            libc::SYS_pwritev,
+            libc::SYS_fdatasync,
         ],
         ThreadRole::Main => &[
+            // An orderly end writes write caches back to their disk images: spill-file reads
+            // (pread64), image writes (pwritev) and syncs (fdatasync).
+            libc::SYS_pread64,
+            libc::SYS_pwritev,
+            libc::SYS_fdatasync,
             libc::SYS_shutdown,
             libc::SYS_ioctl,
             libc::SYS_epoll_ctl,

@@ -2,11 +2,7 @@
 //! thread: the path a guest request takes in the VMM.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
 
-use event_manager::EventManager;
 use virtio_bindings::bindings::virtio_blk::{VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN};
 use vm_device::bus::MmioAddress;
 use vm_device::MutDeviceMmio;
@@ -15,44 +11,11 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::block::{Block, BlockConfig};
 use super::mmio::MmioTransport;
-use super::test_utils::{guest_memory, interrupt, ro, wait_readable, wr, Driver, DATA_BASE};
-use super::{Subscriber, INT_VRING};
-use crate::fault::NoFaults;
-
-struct EventLoop {
-    stop: Arc<AtomicBool>,
-    endpoint: super::EventLoopEndpoint,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl EventLoop {
-    fn start() -> Self {
-        let mut em = EventManager::<Subscriber>::new().unwrap();
-        let endpoint = em.remote_endpoint();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                em.run().unwrap();
-            }
-        });
-        EventLoop {
-            stop,
-            endpoint,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EventLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.endpoint.kick();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
+use super::test_utils::{
+    guest_memory, interrupt, ro, wait_readable, wr, Driver, EventLoop, DATA_BASE,
+};
+use super::INT_VRING;
+use crate::fault::BlockFaults;
 
 fn w<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>, off: u64, v: u32) {
     t.mmio_write(MmioAddress(0), off, &v.to_le_bytes());
@@ -75,9 +38,10 @@ fn block_read_through_transport_and_event_loop() {
             path: img.as_path().to_path_buf(),
             read_only: false,
             id: None,
+            cache: Default::default(),
         },
         Some(event_loop.endpoint.clone()),
-        Arc::new(NoFaults),
+        BlockFaults::none(),
     )
     .unwrap();
 
@@ -103,7 +67,7 @@ fn block_read_through_transport_and_event_loop() {
     w(&mut t, 0x38, 64);
     w(&mut t, 0x80, d.mock.desc_table_addr().0 as u32);
     w(&mut t, 0x90, d.mock.avail_addr().0 as u32);
-    w(&mut t, 0xa0, d.mock.used_addr().0 as u32);
+    w(&mut t, 0xa0, d.used_addr().0 as u32);
     w(&mut t, 0x44, 1);
     w(&mut t, 0x70, 0xf);
     assert_eq!(r(&mut t, 0x70), 0xf);

@@ -19,6 +19,7 @@ pub mod queue_handler;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
+pub mod timer_queue;
 pub mod vsock;
 
 /// Device IDs from the virtio spec (5.x).

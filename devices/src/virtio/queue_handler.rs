@@ -1,13 +1,20 @@
 //! The event-loop side of a single-queue virtio device (block, rng): wait on the queue's
 //! notification event fd, walk the available ring, hand each descriptor chain to a
 //! device-specific [`ChainProcessor`], publish the used entries and raise the interrupt.
+//! A processor may ask for a chain's completion to be held back ([`Used::delay`]): it then
+//! waits in a [`TimerQueue`] and a timer on the event loop publishes it later. A snapshot
+//! saves the completions still held back ([`HeldCompletion`]) and a restore holds them back
+//! again for the time they had left, so none is lost.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberId};
+use serde::{Deserialize, Serialize};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::timer_queue::TimerQueue;
 use super::{
     add_to_event_loop, remove_from_event_loop, ActivateContext, ActivateError, EventLoopEndpoint,
     VirtioInterrupt,
@@ -17,12 +24,49 @@ use crate::GuestMemory;
 /// A descriptor chain as handed to a [`ChainProcessor`].
 pub type Chain<'a> = DescriptorChain<&'a GuestMemory>;
 
+/// How a processed chain is to be completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Used {
+    /// Bytes the device wrote into the chain (the used length).
+    pub len: u32,
+    /// How long to hold the completion back (zero: publish it now).
+    pub delay: Duration,
+}
+
+impl Used {
+    /// Completes at once with used length `len`.
+    pub fn now(len: u32) -> Self {
+        Used {
+            len,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A completion held back when its device was saved. The chain was carried out (its data is
+/// in guest memory or on the disk); only its used entry is still to be published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCompletion {
+    /// Head of the chain.
+    pub head: u16,
+    /// Used length.
+    pub len: u32,
+    /// How long it still had to wait.
+    pub remaining: Duration,
+}
+
+/// Longest wait a restored completion may have left: the longest fault delay.
+const MAX_HELD: Duration = Duration::from_millis(crate::fault::rules::MAX_DELAY_MS);
+
 /// Device-specific handling of one descriptor chain.
 pub trait ChainProcessor: Send {
-    /// Handles one chain and returns how many bytes the device wrote into it (the used length).
-    /// Must never panic on guest data.
-    fn process_chain(&mut self, mem: &GuestMemory, chain: Chain<'_>) -> u32;
+    /// Handles one chain and says how to complete it. Must never panic on guest data.
+    fn process_chain(&mut self, mem: &GuestMemory, chain: Chain<'_>) -> Used;
 }
+
+/// Event data of the queue notification fd and of the deferred-completion timer.
+const EVENT_QUEUE: u32 = 0;
+const EVENT_TIMER: u32 = 1;
 
 /// Why a queue stopped being processed. The guest must reset the device to recover.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +85,8 @@ pub struct QueueHandler<P> {
     interrupt: Arc<VirtioInterrupt>,
     processor: P,
     broken: bool,
+    /// Held-back completions: (head, used length).
+    deferred: TimerQueue<(u16, u32)>,
 }
 
 impl<P: ChainProcessor> QueueHandler<P> {
@@ -59,6 +105,7 @@ impl<P: ChainProcessor> QueueHandler<P> {
             interrupt,
             processor,
             broken: false,
+            deferred: TimerQueue::new(),
         }
     }
 
@@ -90,6 +137,89 @@ impl<P: ChainProcessor> QueueHandler<P> {
             tracing::warn!("virtio queue is broken, ignoring it until reset: {e}");
             self.broken = true;
         }
+        self.notify(completed);
+        completed
+    }
+
+    /// Number of completions waiting for their delay.
+    pub fn deferred_count(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// The completions held back now, earliest first, with the time each has left (for a
+    /// snapshot, taken while the event loop is parked so none is published meanwhile).
+    pub fn held_completions(&self) -> Vec<HeldCompletion> {
+        let now = Instant::now();
+        self.deferred
+            .pending()
+            .into_iter()
+            .map(|(due, &(head, len))| HeldCompletion {
+                head,
+                len,
+                remaining: due.saturating_duration_since(now),
+            })
+            .collect()
+    }
+
+    /// Holds back `held` (saved with the device) again, each for the time it had left. A
+    /// list that no device state could hold (more entries than the queue has, a head outside
+    /// it, a wait longer than any fault delay) is refused and nothing is held.
+    pub fn restore_held(&mut self, held: &[HeldCompletion]) -> Result<(), String> {
+        let size = self.queue.size();
+        if held.len() > usize::from(size) {
+            return Err(format!(
+                "{} held completions for a queue of {size}",
+                held.len()
+            ));
+        }
+        if let Some(bad) = held
+            .iter()
+            .find(|h| h.head >= size || h.remaining > MAX_HELD)
+        {
+            return Err(format!(
+                "held completion of chain {} ({:?} left) does not fit a queue of {size}",
+                bad.head, bad.remaining
+            ));
+        }
+        let now = Instant::now();
+        let mut completed = 0;
+        for h in held {
+            if self
+                .deferred
+                .push(now + h.remaining, (h.head, h.len))
+                .is_err()
+            {
+                // No timer to wait with: complete it now rather than never.
+                self.queue
+                    .add_used(&self.mem, h.head, h.len)
+                    .map_err(|e| format!("cannot complete held chain {}: {e}", h.head))?;
+                completed += 1;
+            }
+        }
+        self.notify(completed);
+        Ok(())
+    }
+
+    /// Publishes every held-back completion whose time has come; returns how many.
+    pub fn complete_due(&mut self) -> usize {
+        let due = self.deferred.take_due(Instant::now());
+        if self.broken {
+            return 0;
+        }
+        let mut completed = 0;
+        for (head, len) in due {
+            if let Err(e) = self.queue.add_used(&self.mem, head, len) {
+                tracing::warn!("virtio queue is broken, ignoring it until reset: {e}");
+                self.broken = true;
+                break;
+            }
+            completed += 1;
+        }
+        self.notify(completed);
+        completed
+    }
+
+    fn notify(&mut self, completed: usize) {
         if completed > 0 {
             match self.queue.needs_notification(&self.mem) {
                 Ok(true) => self.interrupt.signal_used_queue(),
@@ -100,7 +230,6 @@ impl<P: ChainProcessor> QueueHandler<P> {
                 }
             }
         }
-        completed
     }
 
     fn drain(&mut self, completed: &mut usize) -> Result<(), QueueError> {
@@ -111,13 +240,24 @@ impl<P: ChainProcessor> QueueHandler<P> {
             while let Some(chain) = self.queue.iter(&self.mem)?.next() {
                 progressed = true;
                 let head = chain.head_index();
-                let used_len = self.processor.process_chain(&self.mem, chain);
+                let used = self.processor.process_chain(&self.mem, chain);
                 if head >= self.queue.size() {
                     // The guest put an out-of-range head in the avail ring: nothing to report.
                     tracing::debug!("avail ring head {head} out of range, dropped");
                     continue;
                 }
-                self.queue.add_used(&self.mem, head, used_len)?;
+                // A driver has at most queue-size chains in flight; a hostile one reusing
+                // heads could pile up more, so past that delays are not applied.
+                if !used.delay.is_zero()
+                    && self.deferred.len() < usize::from(self.queue.size())
+                    && self
+                        .deferred
+                        .push(Instant::now() + used.delay, (head, used.len))
+                        .is_ok()
+                {
+                    continue;
+                }
+                self.queue.add_used(&self.mem, head, used.len)?;
                 *completed += 1;
             }
             if !self.queue.enable_notification(&self.mem)? {
@@ -142,14 +282,27 @@ impl<P: ChainProcessor> MutEventSubscriber for QueueHandler<P> {
             }
             return;
         }
+        if events.data() == EVENT_TIMER {
+            self.complete_due();
+            return;
+        }
         // The counter value is irrelevant; a failed read (EAGAIN) still means "look at the ring".
         let _ = self.queue_evt.read();
         self.process_queue();
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.queue_evt, EventSet::IN)) {
+        if let Err(e) = ops.add(Events::with_data(
+            &self.queue_evt,
+            EVENT_QUEUE,
+            EventSet::IN,
+        )) {
             tracing::error!("could not watch queue event fd: {e:?}");
+        }
+        if let Some(timer) = self.deferred.timer() {
+            if let Err(e) = ops.add(Events::with_data(timer, EVENT_TIMER, EventSet::IN)) {
+                tracing::error!("could not watch the delayed-completion timer: {e:?}");
+            }
         }
     }
 }
@@ -166,6 +319,18 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
     pub fn start(
         ctx: ActivateContext,
         processor: P,
+        endpoint: Option<&EventLoopEndpoint>,
+    ) -> Result<Self, ActivateError> {
+        Self::start_restored(ctx, processor, &[], endpoint)
+    }
+
+    /// Like [`RunningQueue::start`], for a restored device: the completions it held back
+    /// when saved are held back again (for the time they had left) before the handler joins
+    /// the event loop.
+    pub fn start_restored(
+        ctx: ActivateContext,
+        processor: P,
+        held: &[HeldCompletion],
         endpoint: Option<&EventLoopEndpoint>,
     ) -> Result<Self, ActivateError> {
         let ActivateContext {
@@ -191,9 +356,11 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
         if !queue.ready() {
             return Err(ActivateError::Backend("queue 0 is not ready".into()));
         }
-        let handler = Arc::new(Mutex::new(QueueHandler::new(
-            mem, queue, evt, interrupt, processor,
-        )));
+        let mut handler = QueueHandler::new(mem, queue, evt, interrupt, processor);
+        handler
+            .restore_held(held)
+            .map_err(|why| ActivateError::Backend(format!("restored queue: {why}")))?;
+        let handler = Arc::new(Mutex::new(handler));
         let registration = match endpoint {
             Some(endpoint) => {
                 let id = add_to_event_loop(endpoint, handler.clone())?;
@@ -215,6 +382,11 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
     /// The queue as the handler has it now (ring positions included).
     pub fn queue_state(&self) -> virtio_queue::QueueState {
         self.lock().queue.state()
+    }
+
+    /// The completions held back now (see [`QueueHandler::held_completions`]).
+    pub fn held_completions(&self) -> Vec<HeldCompletion> {
+        self.lock().held_completions()
     }
 
     /// Removes the handler from the event loop; the queue is dropped with it.

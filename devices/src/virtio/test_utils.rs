@@ -2,14 +2,17 @@
 //! virtio-queue's `MockSplitQueue` (real rings in real guest memory).
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
+use event_manager::EventManager;
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{ActivateContext, VirtioInterrupt};
@@ -95,7 +98,16 @@ impl<'a> Driver<'a> {
 
     /// A ready device-side queue over these rings.
     pub fn queue(&self) -> Queue {
-        self.mock.create_queue::<Queue>().unwrap()
+        let mut q = self.mock.create_queue::<Queue>().unwrap();
+        q.try_set_used_ring_address(self.used_addr()).unwrap();
+        q
+    }
+
+    /// Where the used ring really is. `MockSplitQueue` sizes the avail ring in entries, not
+    /// bytes, so its used ring overlaps the avail ring's second half; ours starts after it.
+    pub fn used_addr(&self) -> GuestAddress {
+        let end = self.mock.avail_addr().0 + 4 + 2 * u64::from(self.size) + 2;
+        GuestAddress((end + 3) & !3)
     }
 
     /// An activation context for a single-queue device over these rings.
@@ -111,25 +123,35 @@ impl<'a> Driver<'a> {
         (ctx, evt)
     }
 
-    /// Publishes a chain made of `bufs`; returns its head index.
+    /// Publishes a chain made of `bufs`; returns its head index. Chains never wrap around
+    /// the descriptor table, and the avail ring wraps as a driver's does, so a test can
+    /// submit any number of requests.
     pub fn submit(&mut self, bufs: &[Buf]) -> u16 {
-        let start = self.next_desc;
-        let descs: Vec<RawDescriptor> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let i = i as u16;
-                let mut flags = 0;
-                if b.writable {
-                    flags |= VRING_DESC_F_WRITE as u16;
-                }
-                if usize::from(i) + 1 < bufs.len() {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                RawDescriptor::from(SplitDescriptor::new(b.addr, b.len, flags, start + i + 1))
-            })
-            .collect();
-        self.submit_raw(&descs, start);
+        let mut start = self.next_desc;
+        if usize::from(start) + bufs.len() > usize::from(self.size) {
+            start = 0;
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            let i = i as u16;
+            let mut flags = 0;
+            if b.writable {
+                flags |= VRING_DESC_F_WRITE as u16;
+            }
+            if usize::from(i) + 1 < bufs.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            let desc =
+                RawDescriptor::from(SplitDescriptor::new(b.addr, b.len, flags, start + i + 1));
+            self.mock.desc_table().store(start + i, desc).unwrap();
+        }
+        let avail = self.mock.avail();
+        let idx = avail.idx().load();
+        avail
+            .ring()
+            .ref_at(usize::from(idx % self.size))
+            .unwrap()
+            .store(start);
+        avail.idx().store(idx.wrapping_add(1));
         self.next_desc = (start + bufs.len() as u16) % self.size;
         start
     }
@@ -146,13 +168,19 @@ impl<'a> Driver<'a> {
 
     /// The used ring's index.
     pub fn used_idx(&self) -> u16 {
-        self.mock.used().idx().load()
+        self.mem
+            .read_obj(self.used_addr().unchecked_add(2))
+            .unwrap()
     }
 
-    /// Used element `i`: (head id, length).
+    /// Used element `i` (modulo the ring size): (head id, length).
     pub fn used(&self, i: u16) -> (u32, u32) {
-        let e = self.mock.used().ring().ref_at(i as usize).unwrap().load();
-        (e.id(), e.len())
+        let at = self
+            .used_addr()
+            .unchecked_add(4 + 8 * u64::from(i % self.size));
+        let id: u32 = self.mem.read_obj(at).unwrap();
+        let len: u32 = self.mem.read_obj(at.unchecked_add(4)).unwrap();
+        (id, len)
     }
 
     /// Overwrites the avail ring's index (hostile drivers).
@@ -170,5 +198,41 @@ impl<'a> Driver<'a> {
         let mut v = vec![0; len];
         self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
+    }
+}
+
+/// An event-manager loop on its own thread, as the VMM runs it; stopped on drop.
+pub struct EventLoop {
+    stop: Arc<AtomicBool>,
+    pub endpoint: super::EventLoopEndpoint,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EventLoop {
+    pub fn start() -> Self {
+        let mut em = EventManager::<super::Subscriber>::new().unwrap();
+        let endpoint = em.remote_endpoint();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                em.run().unwrap();
+            }
+        });
+        EventLoop {
+            stop,
+            endpoint,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.endpoint.kick();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
     }
 }

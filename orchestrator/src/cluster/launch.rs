@@ -22,10 +22,11 @@ pub struct NodeImage {
 }
 
 impl NodeImage {
-    /// The files of a built image.
+    /// The files of a built image: the uncompressed ELF kernel when the image ships one
+    /// (no decompression, which is slow under nested emulation), else the bzImage.
     pub fn from_image_dir(dir: &crate::image::ImageDir) -> NodeImage {
         NodeImage {
-            kernel: dir.kernel(),
+            kernel: dir.vmlinux().unwrap_or_else(|| dir.kernel()),
             initrd: Some(dir.initrd()),
             rootfs: dir.rootfs(),
             cmdline: dir.cmdline().to_string(),

@@ -41,6 +41,7 @@
 //! Every call blocks (agent I/O runs on an internal tokio runtime); do not call them from
 //! inside an async runtime.
 
+mod boot_times;
 mod console;
 mod control;
 mod error;
@@ -57,6 +58,7 @@ mod wiring;
 #[cfg(test)]
 mod tests;
 
+pub use boot_times::{slowest, BootTimes};
 pub use console::Console;
 pub use error::{ClusterError, Result};
 pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch};

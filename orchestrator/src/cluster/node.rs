@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
+use super::boot_times::{kernel_uptime_at, BootTimes, AGENT_READY_MARKER};
 use super::console::{tail_of, Console};
 use super::control;
 use super::error::{ClusterError, Result};
@@ -19,6 +20,12 @@ use crate::switch::SwitchHandle;
 
 /// The guest agent's vsock port (agent/README.md).
 pub const AGENT_PORT: u32 = agent::protocol::DEFAULT_VSOCK_PORT;
+
+/// The first agent connect attempt's time limit (connect + handshake); later attempts
+/// double it up to [`LONGEST_CONNECT_ATTEMPT`].
+const FIRST_CONNECT_ATTEMPT: Duration = Duration::from_secs(5);
+/// The longest single agent connect attempt.
+const LONGEST_CONNECT_ATTEMPT: Duration = Duration::from_secs(80);
 
 /// How long each lifecycle step may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +83,10 @@ pub struct Node {
     /// Time limits; change them freely.
     pub timeouts: Timeouts,
     started_at: Option<Instant>,
+    /// Length of the serial log when the current `vmm` started (this boot's lines follow).
+    boot_log_offset: u64,
     ready_at: Mutex<Option<Instant>>,
+    boot_times: Mutex<Option<BootTimes>>,
     /// The spec's setup script and whether it has run (on the first boot of the disks).
     setup: Option<String>,
     setup_done: Mutex<bool>,
@@ -130,7 +140,9 @@ impl Node {
             rt,
             timeouts: Timeouts::default(),
             started_at: None,
+            boot_log_offset: 0,
             ready_at: Mutex::new(None),
+            boot_times: Mutex::new(None),
             setup: None,
             setup_done: Mutex::new(false),
         }
@@ -184,6 +196,11 @@ impl Node {
         *lock(&self.ready_at)
     }
 
+    /// Where the current boot's wait for readiness went, once it has passed.
+    pub fn boot_times(&self) -> Option<BootTimes> {
+        lock(&self.boot_times).clone()
+    }
+
     /// Starts the `vmm` and waits until its control API answers; does not wait for the guest.
     /// Disks keep their content from earlier runs.
     pub fn start(&mut self) -> Result<()> {
@@ -195,8 +212,10 @@ impl Node {
         self.process = None;
         *lock(&self.agent) = None;
         *lock(&self.ready_at) = None;
+        *lock(&self.boot_times) = None;
         self.paths.remove_sockets()?;
         lock(&self.console).skip_to_end();
+        self.boot_log_offset = std::fs::metadata(&self.paths.serial_log).map_or(0, |m| m.len());
         let args = self.launch.vmm_args(&self.paths);
         tracing::info!(node = self.name(), "starting vmm");
         let process = VmmProcess::spawn(&self.vmm, &args, &self.paths.vmm_log, &self.paths)
@@ -419,35 +438,59 @@ impl Node {
     /// the setup script, each readiness check), for progress views.
     pub fn wait_ready_reporting(&self, timeout: Duration, phase: &dyn Fn(&str)) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let since_start = {
+            let origin = self.started_at.unwrap_or_else(Instant::now);
+            move || origin.elapsed().as_secs_f64()
+        };
+        let mut times = BootTimes {
+            node: self.name().to_string(),
+            ..BootTimes::default()
+        };
         phase("waiting for the agent");
         self.connect_agent(timeout)?;
+        times.agent = since_start();
+        times.kernel_to_agent = kernel_uptime_at(
+            &self.paths.serial_log,
+            self.boot_log_offset,
+            AGENT_READY_MARKER,
+        );
         if self.setup.is_some() && !*lock(&self.setup_done) {
             phase("running setup");
+            let t = Instant::now();
+            self.run_setup_once()?;
+            times.setup = t.elapsed().as_secs_f64();
         }
-        self.run_setup_once()?;
         for check in &self.ready_checks {
             let left = deadline.saturating_duration_since(Instant::now());
-            match check {
+            let t = Instant::now();
+            let what = match check {
                 ReadinessCheck::Unit(u) => {
                     phase(&format!("waiting for unit {u}"));
-                    self.wait_for_unit(u, left)?
+                    self.wait_for_unit(u, left)?;
+                    format!("unit {u}")
                 }
                 ReadinessCheck::Port(p) => {
                     phase(&format!("waiting for port {p}"));
-                    self.wait_for_open_port(*p, left)?
+                    self.wait_for_open_port(*p, left)?;
+                    format!("port {p}")
                 }
                 ReadinessCheck::File(f) => {
                     phase(&format!("waiting for file {f}"));
-                    self.wait_for_file(f, left)?
+                    self.wait_for_file(f, left)?;
+                    format!("file {f}")
                 }
                 ReadinessCheck::Command(c) => {
                     phase(&format!("waiting for `{c}`"));
-                    self.wait_until_succeeds(c, left).map(drop)?
+                    self.wait_until_succeeds(c, left)?;
+                    format!("`{c}`")
                 }
-            }
+            };
+            times.checks.push((what, t.elapsed().as_secs_f64()));
         }
+        times.ready = since_start();
         *lock(&self.ready_at) = Some(Instant::now());
-        tracing::info!(node = self.name(), "node ready");
+        tracing::info!(node = self.name(), "{}", times.describe());
+        *lock(&self.boot_times) = Some(times);
         Ok(())
     }
 
@@ -490,6 +533,10 @@ impl Node {
         }
         let vsock = self.paths.vsock_sock.clone();
         let deadline = Instant::now() + timeout;
+        // A loaded guest can take long to answer a connect and the handshake: each attempt
+        // that runs out of time gives the next one twice as long, so a slow guest is
+        // reached late rather than never.
+        let attempt_limit = std::cell::Cell::new(FIRST_CONNECT_ATTEMPT);
         let client = poll_until(
             self.name(),
             || format!("the agent to answer on vsock port {AGENT_PORT}"),
@@ -500,7 +547,7 @@ impl Node {
                     // One attempt never outlives the whole wait.
                     let left = deadline.saturating_duration_since(Instant::now());
                     tokio::time::timeout(
-                        left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+                        left.clamp(Duration::from_millis(100), attempt_limit.get()),
                         agent::Client::connect_vsock_uds(&vsock, AGENT_PORT),
                     )
                     .await
@@ -508,7 +555,14 @@ impl Node {
                 Ok(match attempt {
                     Ok(Ok(c)) => Probe::Done(c),
                     Ok(Err(e)) => Probe::NotYet(e.to_string()),
-                    Err(_) => Probe::NotYet("connect attempt timed out".into()),
+                    Err(_) => {
+                        let took = attempt_limit.get();
+                        attempt_limit.set((took * 2).min(LONGEST_CONNECT_ATTEMPT));
+                        Probe::NotYet(format!(
+                            "a connect attempt got no answer within {} s",
+                            took.as_secs()
+                        ))
+                    }
                 })
             },
         )?;

@@ -27,6 +27,10 @@ pub struct ClusterOptions {
     pub seed: u64,
     /// Time limits of every node.
     pub timeouts: Timeouts,
+    /// Copy each image's root disk into the run directory once and make the nodes' copies
+    /// from there: for images on a slow share (9p inside the emulated host), where one read
+    /// of the image beats one per node.
+    pub stage_root_disks: bool,
 }
 
 impl ClusterOptions {
@@ -38,6 +42,7 @@ impl ClusterOptions {
             retain: Retain::Nothing,
             seed: 0,
             timeouts: Timeouts::default(),
+            stage_root_disks: false,
         }
     }
 }
@@ -89,6 +94,13 @@ impl Cluster {
                 })?;
             switches.push((net.name.clone(), Arc::new(handle)));
         }
+        let staged;
+        let images = if options.stage_root_disks {
+            staged = stage_root_disks(run_dir.path(), spec, images)?;
+            &staged
+        } else {
+            images
+        };
         let rt = agent_runtime()?;
         let mut nodes = Vec::new();
         for (index, node_spec) in spec.nodes.iter().enumerate() {
@@ -357,6 +369,25 @@ pub fn setup_script(spec: &ClusterSpec, node: &crate::spec::NodeSpec) -> String 
         script.push('\n');
     }
     script
+}
+
+/// A copy of `images` whose root disks (of the images `spec` uses) were copied into
+/// `run_dir` as `base-<image>.img` (removed with the nodes' disks).
+fn stage_root_disks(
+    run_dir: &std::path::Path,
+    spec: &ClusterSpec,
+    images: &HashMap<String, NodeImage>,
+) -> Result<HashMap<String, NodeImage>> {
+    let mut staged = images.clone();
+    for (name, image) in staged.iter_mut() {
+        let used_by = spec.nodes.iter().find(|n| n.image == *name);
+        if let (Some(node), Some(root)) = (used_by, &image.rootfs) {
+            let local = run_dir.join(format!("base-{name}.img"));
+            super::run_dir::copy_root_disk(&node.name, root, &local)?;
+            image.rootfs = Some(local);
+        }
+    }
+    Ok(staged)
 }
 
 /// Creates a node's disks: the root disk copied from the image, data disks sparse.

@@ -301,6 +301,11 @@ fn kernel_cmdline(image_cmdline: &str, show_console: bool) -> String {
     if let Some(khz) = qemu::host_tsc_khz(&cpuinfo) {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
+    // Extra kernel arguments for experiments and debugging.
+    if let Ok(extra) = std::env::var("KILN_EMULATED_HOST_APPEND") {
+        cmdline.push(' ');
+        cmdline.push_str(&extra);
+    }
     cmdline
 }
 

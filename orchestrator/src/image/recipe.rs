@@ -52,6 +52,27 @@ pub struct RootfsSpec {
     /// means `etcd.service`); a node's setup enables what its role needs.
     #[serde(default)]
     pub disable: Vec<String>,
+    /// systemd units that never start, not even as a dependency (linked to /dev/null):
+    /// work a test node has no use for.
+    #[serde(default)]
+    pub mask: Vec<String>,
+    /// systemd generators that never run (linked to /dev/null in
+    /// `/etc/systemd/system-generators`): each runs on every boot and daemon-reload.
+    #[serde(default)]
+    pub mask_generators: Vec<String>,
+    /// Files written into the root filesystem (configuration, systemd drop-ins).
+    #[serde(default)]
+    pub files: Vec<RootfsFile>,
+}
+
+/// A file a recipe writes into its root filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsFile {
+    /// Absolute path inside the root filesystem.
+    pub path: String,
+    /// Its whole content.
+    pub text: String,
 }
 
 /// Where an image carries the Kiln guest agent.
@@ -136,6 +157,19 @@ impl Recipe {
         let spec: RecipeSpec = toml::from_str(recipe_text).map_err(|e| bad(e.to_string()))?;
         if !init.starts_with("#!") {
             return Err(bad("init must start with #!".into()));
+        }
+        for file in spec.rootfs.iter().flat_map(|r| &r.files) {
+            let path = std::path::Path::new(&file.path);
+            let escapes = path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+            if !path.is_absolute() || escapes || path.parent().is_none() {
+                return Err(bad(format!(
+                    "rootfs file path {:?} must be absolute and stay inside the root filesystem \
+                     (no `..`)",
+                    file.path
+                )));
+            }
         }
         if spec.agent == Some(AgentPlacement::Rootfs) && spec.rootfs.is_none() {
             return Err(bad("agent = \"rootfs\" needs a [rootfs] section".into()));
@@ -226,5 +260,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("[rootfs]"));
+        let rootfs = "description = \"d\"\nkernel = \"k\"\n[rootfs]\nsuite = \"s\"\n\
+                      mirror = \"m\"\ninclude = []\nsize_mib = 1\n";
+        for path in ["etc/relative", "/etc/../../escape", "/"] {
+            let text = format!("{rootfs}[[rootfs.files]]\npath = {path:?}\ntext = \"\"\n");
+            let err = Recipe::parse("x", &text, init).unwrap_err().to_string();
+            assert!(err.contains("must be absolute"), "{path}: {err}");
+        }
+        let good = format!("{rootfs}[[rootfs.files]]\npath = \"/etc/x.conf\"\ntext = \"y\"\n");
+        assert!(Recipe::parse("x", &good, init).is_ok());
     }
 }

@@ -7,7 +7,7 @@
 
 use super::agent_bin::{NET_UNIT, NET_UNIT_NAME, SERVICE_NAME, SERVICE_UNIT};
 use super::error::ImageError;
-use super::recipe::RootfsSpec;
+use super::recipe::{RootfsFile, RootfsSpec};
 use crate::emulated_host::script::shell_quote;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -142,6 +142,9 @@ pub fn build(
         keep_tmp_at_boot(&tree)?;
     }
     disable_units(&tree, &spec.disable)?;
+    mask_units(&tree, &spec.mask)?;
+    mask_generators(&tree, &spec.mask_generators)?;
+    write_files(&tree, &spec.files)?;
     let output = Command::new("mkfs.ext4")
         .args(["-F", "-q", "-L", "kiln-root", "-d"])
         .arg(&tree)
@@ -215,11 +218,7 @@ pub fn disable_units(root: &Path, units: &[String]) -> Result<(), ImageError> {
         .filter(|p| p.extension().is_some_and(|e| e == "wants"))
         .collect();
     for unit in units {
-        let file = if unit.contains('.') {
-            unit.clone()
-        } else {
-            format!("{unit}.service")
-        };
+        let file = unit_file_name(unit);
         for dir in &wants {
             let link = dir.join(&file);
             match std::fs::remove_file(&link) {
@@ -230,6 +229,58 @@ pub fn disable_units(root: &Path, units: &[String]) -> Result<(), ImageError> {
         }
     }
     Ok(())
+}
+
+/// Links each of `units` to `/dev/null` in `/etc/systemd/system` (what `systemctl mask`
+/// does, without a chroot): the unit never starts, not even as another's dependency.
+pub fn mask_units(root: &Path, units: &[String]) -> Result<(), ImageError> {
+    let names: Vec<String> = units.iter().map(|u| unit_file_name(u)).collect();
+    link_to_dev_null(&root.join("etc/systemd/system"), &names)
+}
+
+/// Masks systemd generators by name (what a `/dev/null` link of the same name in
+/// `/etc/systemd/system-generators` does).
+pub fn mask_generators(root: &Path, generators: &[String]) -> Result<(), ImageError> {
+    link_to_dev_null(&root.join("etc/systemd/system-generators"), generators)
+}
+
+fn link_to_dev_null(dir: &Path, names: &[String]) -> Result<(), ImageError> {
+    std::fs::create_dir_all(dir).map_err(ImageError::io("creating a rootfs directory", dir))?;
+    for name in names {
+        let link = dir.join(name);
+        match std::fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io("masking a unit", &link)(e)),
+        }
+        std::os::unix::fs::symlink("/dev/null", &link)
+            .map_err(ImageError::io("masking a unit", &link))?;
+    }
+    Ok(())
+}
+
+/// Writes the recipe's files into the tree `root` (paths were checked when the recipe was
+/// parsed: absolute, no `..`).
+pub fn write_files(root: &Path, files: &[RootfsFile]) -> Result<(), ImageError> {
+    for file in files {
+        let path = root.join(file.path.trim_start_matches('/'));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(ImageError::io("creating a rootfs directory", dir))?;
+        }
+        std::fs::write(&path, &file.text)
+            .map_err(ImageError::io("writing a rootfs file", &path))?;
+    }
+    Ok(())
+}
+
+/// `etcd` -> `etcd.service`; names with a type suffix stay as they are.
+fn unit_file_name(unit: &str) -> String {
+    if unit.contains('.') {
+        unit.to_string()
+    } else {
+        format!("{unit}.service")
+    }
 }
 
 /// systemd-tmpfiles empties `/tmp` at boot (Debian's `D /tmp`); the agent answers
@@ -262,6 +313,9 @@ mod tests {
             include: vec!["systemd".into(), "nginx".into()],
             size_mib: 512,
             disable: vec![],
+            mask: vec![],
+            mask_generators: vec![],
+            files: vec![],
         };
         let args = mmdebstrap_args(
             &spec,
@@ -345,5 +399,41 @@ mod tests {
         assert!(!left("remote-fs.target.wants", "etcd.service"));
         assert!(!left("sockets.target.wants", "rpcbind.socket"));
         assert!(left("multi-user.target.wants", "nginx.service"));
+    }
+
+    #[test]
+    fn masked_units_point_at_dev_null_and_files_are_written() {
+        let root = tempfile::tempdir().unwrap();
+        let system = root.path().join("etc/systemd/system");
+        std::fs::create_dir_all(&system).unwrap();
+        std::fs::write(system.join("fstrim.timer"), "[Timer]\n").unwrap();
+        mask_units(root.path(), &["fstrim.timer".into(), "e2scrub_reap".into()]).unwrap();
+        mask_generators(root.path(), &["systemd-sysv-generator".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_link(
+                root.path()
+                    .join("etc/systemd/system-generators/systemd-sysv-generator")
+            )
+            .unwrap(),
+            Path::new("/dev/null")
+        );
+        for unit in ["fstrim.timer", "e2scrub_reap.service"] {
+            assert_eq!(
+                std::fs::read_link(system.join(unit)).unwrap(),
+                Path::new("/dev/null"),
+                "{unit}"
+            );
+        }
+        write_files(
+            root.path(),
+            &[RootfsFile {
+                path: "/etc/systemd/system.conf.d/kiln.conf".into(),
+                text: "[Manager]\nDefaultTimeoutStartSec=infinity\n".into(),
+            }],
+        )
+        .unwrap();
+        let conf = std::fs::read_to_string(root.path().join("etc/systemd/system.conf.d/kiln.conf"))
+            .unwrap();
+        assert!(conf.contains("DefaultTimeoutStartSec=infinity"));
     }
 }

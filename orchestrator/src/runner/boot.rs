@@ -4,15 +4,15 @@
 
 use std::time::Instant;
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{BootTimes, Cluster, ClusterError};
 
 use super::progress::Progress;
 
-/// Boots every node that is not running; returns each booted node's seconds to ready.
+/// Boots every node that is not running; returns where each booted node's time went.
 pub fn boot_with_progress(
     cluster: &mut Cluster,
     progress: &Progress,
-) -> Result<Vec<(String, f64)>, ClusterError> {
+) -> Result<Vec<BootTimes>, ClusterError> {
     let mut ready = Vec::new();
     let waves = cluster.waves().to_vec();
     for (w, wave) in waves.iter().enumerate() {
@@ -32,7 +32,7 @@ pub fn boot_with_progress(
         }
         let cluster = &*cluster;
         let started = &started;
-        let results: Vec<Result<(String, f64), ClusterError>> = std::thread::scope(|s| {
+        let results: Vec<Result<BootTimes, ClusterError>> = std::thread::scope(|s| {
             let handles: Vec<_> = started
                 .iter()
                 .map(|name| {
@@ -40,12 +40,17 @@ pub fn boot_with_progress(
                         let live = progress.start(format!("{name} booting"));
                         let t = Instant::now();
                         let ready = cluster.node(name).and_then(|n| {
-                            n.wait_ready_reporting(n.timeouts.ready, &|p| live.set(p))
+                            n.wait_ready_reporting(n.timeouts.ready, &|p| live.set(p))?;
+                            Ok(n.boot_times().unwrap_or_else(|| BootTimes {
+                                node: name.clone(),
+                                ready: t.elapsed().as_secs_f64(),
+                                ..BootTimes::default()
+                            }))
                         });
                         match ready {
-                            Ok(()) => {
+                            Ok(times) => {
                                 live.finish("ok", Some("ready"));
-                                Ok((name.clone(), t.elapsed().as_secs_f64()))
+                                Ok(times)
                             }
                             Err(e) => {
                                 live.finish("FAIL", Some(&first_line(&e.to_string())));

@@ -150,6 +150,8 @@ pub fn run_loaded(
     options.run_dir = Some(opts.run_dir.clone());
     // Logs and reports stay; disks go at the end (also on Ctrl-C).
     options.retain = Retain::Logs;
+    // Inside the emulated host the image cache is a 9p share: read each image once.
+    options.stage_root_disks = opts.results_dir.is_some();
     let mut cluster = Cluster::new(&loaded.spec, &images, options)?;
     progress.line(&format!(
         "{} / {}: {} nodes, run directory {}",
@@ -244,14 +246,7 @@ pub fn run_steps(
         }
         let live = progress.start(format!("{}/{total} {label}", i + 1));
         let started = Instant::now();
-        let result = steps::run_step(
-            cluster,
-            step,
-            ctx,
-            &live,
-            progress,
-            &mut report.node_ready_seconds,
-        );
+        let result = steps::run_step(cluster, step, ctx, &live, progress, &mut report.boots);
         let took = started.elapsed();
         record.seconds = took.as_secs_f64();
         report.add_phase_time(phase, took);

@@ -82,8 +82,9 @@ pub struct RunReport {
     pub phases: Vec<(Phase, f64)>,
     /// Every step, in order.
     pub steps: Vec<StepRecord>,
-    /// Time from each node's start to its readiness, seconds (first boot).
-    pub node_ready_seconds: Vec<(String, f64)>,
+    /// Every boot a step waited for (the boot phase's, then restarts), with where its time
+    /// went.
+    pub boots: Vec<crate::cluster::BootTimes>,
 }
 
 impl RunReport {
@@ -99,7 +100,7 @@ impl RunReport {
                 .map_or(0, |d| d.as_secs()),
             phases: Vec::new(),
             steps: Vec::new(),
-            node_ready_seconds: Vec::new(),
+            boots: Vec::new(),
         }
     }
 
@@ -204,8 +205,11 @@ impl RunReport {
             .collect::<Vec<_>>()
             .join(", ");
         let verdict = if self.passed() { "PASSED" } else { "FAILED" };
+        let slowest = crate::cluster::slowest(&self.boots)
+            .map(|line| format!("{line}\n"))
+            .unwrap_or_default();
         format!(
-            "{table}\n{} {verdict}: {} of {} steps passed in {:.1}s ({phases})\n",
+            "{table}\n{slowest}{} {verdict}: {} of {} steps passed in {:.1}s ({phases})\n",
             self.scenario,
             self.count(Outcome::Passed),
             self.steps.len(),

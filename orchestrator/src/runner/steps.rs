@@ -136,18 +136,15 @@ pub fn run_step(
     ctx: &StepContext<'_>,
     live: &Live,
     progress: &super::progress::Progress,
-    ready_times: &mut Vec<(String, f64)>,
+    boots: &mut Vec<crate::cluster::BootTimes>,
 ) -> Result<Option<String>, ClusterError> {
     let out = match step {
         Step::Boot => {
             let times = boot_with_progress(cluster, progress)?;
-            let text = times
-                .iter()
-                .map(|(n, s)| format!("{n} {s:.1}s"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            ready_times.extend(times);
-            Some(format!("ready: {text}"))
+            let mut text: Vec<String> = times.iter().map(|t| t.describe()).collect();
+            text.extend(crate::cluster::slowest(&times));
+            boots.extend(times);
+            Some(text.join("\n"))
         }
         Step::Exec { node, command } => {
             let o = cluster.node(node)?.run(command)?;
@@ -226,10 +223,12 @@ pub fn run_step(
             None
         }
         Step::WaitReady { node, timeout } => {
-            cluster
-                .node(node)?
-                .wait_ready_within(wait_limit(timeout)?)?;
-            None
+            let node = cluster.node(node)?;
+            node.wait_ready_within(wait_limit(timeout)?)?;
+            let times = node.boot_times();
+            let text = times.as_ref().map(|t| t.describe());
+            boots.extend(times);
+            text
         }
         Step::Partition { nodes, from } => {
             let a: Vec<&str> = nodes.iter().map(String::as_str).collect();

@@ -10,7 +10,7 @@ pub use server::ApiServer;
 use serde::{Deserialize, Serialize};
 
 /// A request, e.g. `{"op":"pause"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Report the VM's state.
@@ -30,6 +30,16 @@ pub enum Request {
         #[serde(default)]
         parent: Option<std::path::PathBuf>,
     },
+    /// Replace every fault rule (same structure as the rules file; `{}` clears them).
+    SetFaults { rules: serde_json::Value },
+    /// Report the fault rules in force with their hit counts.
+    Faults,
+    /// Pull the plug: unflushed writes in write caches are lost (each unflushed 4 KiB block
+    /// survives with probability `keep`, default 0), then the VM ends; `vmm` exits 0.
+    PowerCut {
+        #[serde(default)]
+        keep: f64,
+    },
 }
 
 /// A reply: `{"ok":true, ...}` or `{"ok":false,"error":"..."}`.
@@ -42,6 +52,12 @@ pub struct Reply {
     pub snapshot: Option<crate::snapshot::SnapshotInfo>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// `faults` and `set_faults`: the rules in force with hit counts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub faults: Option<devices::fault::FaultReport>,
+    /// `power_cut`: what was lost.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub power_cut: Option<crate::faults::PowerCutSummary>,
 }
 
 impl Reply {
@@ -51,6 +67,8 @@ impl Reply {
             status,
             snapshot: None,
             error: None,
+            faults: None,
+            power_cut: None,
         }
     }
     pub(crate) fn error(msg: String) -> Self {
@@ -59,6 +77,8 @@ impl Reply {
             status: None,
             snapshot: None,
             error: Some(msg),
+            faults: None,
+            power_cut: None,
         }
     }
 }

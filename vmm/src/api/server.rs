@@ -9,8 +9,9 @@ use std::thread::JoinHandle;
 use super::{Reply, Request};
 use crate::handle::VmHandle;
 
-/// Longest request line accepted; anything longer is a client bug.
-const MAX_REQUEST: usize = 4096;
+/// Longest request line accepted; anything longer is a client bug (a `set_faults` with a
+/// few hundred rules fits).
+const MAX_REQUEST: usize = 256 * 1024;
 
 /// A listening control socket and the thread serving it.
 pub struct ApiServer {

@@ -1,12 +1,11 @@
 //! Attaching the virtio devices: from the configuration (boot) or from saved state (restore),
-//! each with the host-side parts the user configured.
+//! each with the host-side parts the user configured and its fault hook from the VM's rules.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
 use devices::persist::Persist;
-use devices::virtio::block::{Block, BlockConfig, BlockHostParts};
 use devices::virtio::net::{MacAddr, Net, NetBackend, NetHostParts, SwitchBackend, TapBackend};
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Vsock, VsockHostParts};
@@ -15,6 +14,7 @@ use super::machine::Machine;
 use crate::arch::MmioDeviceInfo;
 use crate::config::{NetBackend as NetBackendConfig, NetConfig, SerialOutput};
 use crate::device_manager::{DevicesState, VirtioHandle, VirtioKindState};
+use crate::disk::{build_disk, restore_disk};
 use crate::snapshot::state::HostConfig;
 use crate::Error;
 
@@ -62,16 +62,7 @@ pub(crate) fn from_config(
 ) -> Result<Vec<MmioDeviceInfo>, Error> {
     let mut mmio = Vec::new();
     for (i, disk) in host.disks.iter().enumerate() {
-        let dev = Block::new(
-            BlockConfig {
-                path: disk.path.clone(),
-                read_only: disk.read_only,
-                id: disk.id.clone().or_else(|| Some(format!("kiln-disk{i}"))),
-            },
-            Some(m.endpoint.clone()),
-            m.fault.clone(),
-        )
-        .map_err(|e| Error::Config(format!("disk {}: {e}", disk.path.display())))?;
+        let dev = build_disk(i, disk, &m.endpoint, &m.faults)?;
         mmio.push(m.dm.add_virtio(m.vm.fd(), &m.mem, dev, None, VirtioHandle::Block)?);
     }
     for (i, net) in host.nets.iter().enumerate() {
@@ -81,13 +72,14 @@ pub(crate) fn from_config(
             net_backend(net)?,
             Some(mac),
             m.endpoint.clone(),
-            m.fault.clone(),
+            m.faults.net(i),
         );
         mmio.push(m.dm.add_virtio(m.vm.fd(), &m.mem, dev, None, VirtioHandle::Net)?);
     }
     if let Some(vsock) = &host.vsock {
-        let dev = Vsock::new(vsock_config(vsock), m.endpoint.clone())
+        let mut dev = Vsock::new(vsock_config(vsock), m.endpoint.clone())
             .map_err(|e| Error::Config(format!("--vsock {vsock}: {e}")))?;
+        dev.set_faults(m.faults.vsock());
         mmio.push(m.dm.add_virtio(m.vm.fd(), &m.mem, dev, None, VirtioHandle::Vsock)?);
     }
     let rng = Rng::new(Some(m.endpoint.clone()));
@@ -103,36 +95,20 @@ pub(crate) fn from_state(
     saved: &DevicesState,
     host: &HostConfig,
 ) -> Result<(), Error> {
-    let (mut disks, mut nets) = (host.disks.iter(), host.nets.iter());
-    for (i, vd) in saved.virtio.iter().enumerate() {
+    let (mut disks, mut nets) = (host.disks.iter().enumerate(), host.nets.iter().enumerate());
+    for vd in &saved.virtio {
         let t = Some(&vd.transport);
         let (vm, mem) = (m.vm.fd(), &m.mem);
         match &vd.device {
             VirtioKindState::Block(state) => {
-                let disk = disks
+                let (i, disk) = disks
                     .next()
                     .ok_or_else(|| Error::Config("fewer disks than the snapshot has".into()))?;
-                if disk.read_only != state.read_only {
-                    return Err(Error::Config(format!(
-                        "--disk {disk}: the snapshot's disk {i} was {}; keep it so",
-                        if state.read_only {
-                            "read-only"
-                        } else {
-                            "read-write"
-                        }
-                    )));
-                }
-                let parts = BlockHostParts {
-                    path: disk.path.clone(),
-                    endpoint: Some(m.endpoint.clone()),
-                    fault: m.fault.clone(),
-                };
-                let dev = Block::restore(parts, state)
-                    .map_err(|e| Error::Config(format!("disk {}: {e}", disk.path.display())))?;
+                let dev = restore_disk(i, disk, state, &m.endpoint, &m.faults)?;
                 m.dm.add_virtio(vm, mem, dev, t, VirtioHandle::Block)?;
             }
             VirtioKindState::Net(state) => {
-                let net = nets
+                let (i, net) = nets
                     .next()
                     .ok_or_else(|| Error::Config("fewer nets than the snapshot has".into()))?;
                 if net.mac.is_some_and(|mac| mac != state.mac) {
@@ -144,7 +120,7 @@ pub(crate) fn from_state(
                 let parts = NetHostParts {
                     backend: net_backend(net)?,
                     endpoint: m.endpoint.clone(),
-                    fault: m.fault.clone(),
+                    faults: m.faults.net(i),
                 };
                 let Ok(dev) = Net::restore(parts, state);
                 m.dm.add_virtio(vm, mem, dev, t, VirtioHandle::Net)?;
@@ -157,6 +133,7 @@ pub(crate) fn from_state(
                 let parts = VsockHostParts {
                     config: vsock_config(v),
                     endpoint: m.endpoint.clone(),
+                    faults: m.faults.vsock(),
                 };
                 let dev = Vsock::restore(parts, state)
                     .map_err(|e| Error::Config(format!("--vsock {v}: {e}")))?;

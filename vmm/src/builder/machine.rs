@@ -5,13 +5,13 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
-use devices::fault::{FaultHook, NoFaults};
 use devices::virtio::EventLoopEndpoint;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::device_manager::{DeviceManager, LegacyParts};
 use crate::event_loop::{EventLoop, ExitWatcher, RunningEventLoop};
 use crate::exit::ExitReason;
+use crate::faults::VmFaults;
 use crate::seccomp::{self, ThreadRole};
 use crate::vstate::memory::{GuestMemory, HostMappings};
 use crate::vstate::vm::Vm;
@@ -27,7 +27,8 @@ pub(crate) struct Machine {
     pub exit_tx: Sender<ExitReason>,
     pub exit_rx: Receiver<ExitReason>,
     pub dm: DeviceManager,
-    pub fault: Arc<dyn FaultHook>,
+    /// Fault rules for every device, and the disks' write caches.
+    pub faults: Arc<VmFaults>,
     pub seccomp: bool,
     pub started: Instant,
     pub mem_mib: u32,
@@ -54,12 +55,13 @@ pub(crate) fn on_thread_start(use_seccomp: bool, role: ThreadRole) -> impl FnOnc
 
 impl Machine {
     /// Creates the VM over `mem` (KVM logging guest writes when `dirty_log`) and starts the
-    /// device event loop.
+    /// device event loop; devices attached later take their fault hooks from `faults`.
     pub fn create(
         mem: GuestMemory,
         mappings: HostMappings,
         mem_mib: u32,
         dirty_log: bool,
+        faults: Arc<VmFaults>,
         use_seccomp: bool,
         started: Instant,
     ) -> Result<Machine, Error> {
@@ -102,7 +104,7 @@ impl Machine {
             exit_tx,
             exit_rx,
             dm: DeviceManager::new(),
-            fault: Arc::new(NoFaults),
+            faults,
             seccomp: use_seccomp,
             started,
             mem_mib,

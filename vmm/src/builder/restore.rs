@@ -1,15 +1,20 @@
 //! Restoring a snapshot: load and check it, map its memory privately (with a diff chain's
 //! pages copied over), create the VM and put back its state, the vCPUs' states, then the
 //! devices (after the vCPUs, so interrupts a resumed device raises land in restored LAPICs).
+//! Disks get the backend stack they had (their saved cache mode); fault rules come from this
+//! restore's `faults`, not from the snapshot.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
+use devices::virtio::block::backend::CacheMode;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use super::machine::Machine;
 use super::{attach, run};
 use crate::config::{DiskConfig, NetConfig, SerialOutput, VsockConfig};
+use crate::faults::VmFaults;
 use crate::snapshot::memory_file::{apply_diff, RegionView};
 use crate::snapshot::state::HostConfig;
 use crate::snapshot::{self, LoadedSnapshot};
@@ -46,6 +51,11 @@ pub struct RestoreConfig {
     pub nets: Vec<NetConfig>,
     /// vsock socket (and CID) instead of the saved one.
     pub vsock: Option<VsockConfig>,
+    /// Fault rules (TOML, see `FAULTS.md`) in force from the restore. A snapshot holds no
+    /// rules: without this the restored VM has none.
+    pub faults: Option<PathBuf>,
+    /// Where injected faults are appended (JSON lines).
+    pub fault_log: Option<PathBuf>,
     /// Seccomp filters on every thread.
     pub seccomp: bool,
 }
@@ -61,6 +71,8 @@ impl RestoreConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             vsock: None,
+            faults: None,
+            fault_log: None,
             seccomp: true,
         }
     }
@@ -76,7 +88,12 @@ impl RestoreConfig {
                     saved.disks.len()
                 )));
             }
-            host.disks = self.disks.clone();
+            host.disks = self
+                .disks
+                .iter()
+                .zip(&saved.disks)
+                .map(|(new, old)| with_saved_cache(new, old))
+                .collect::<Result<_, _>>()?;
         }
         if !self.nets.is_empty() {
             if self.nets.len() != saved.nets.len() {
@@ -106,6 +123,22 @@ impl RestoreConfig {
     }
 }
 
+/// A disk override keeps the saved disk's cache mode: the guest was told how its writes are
+/// cached. An override naming write-back for a write-through disk is refused.
+fn with_saved_cache(new: &DiskConfig, saved: &DiskConfig) -> Result<DiskConfig, Error> {
+    if new.cache != saved.cache && new.cache != CacheMode::default() {
+        return Err(Error::Config(format!(
+            "--disk {new}: the snapshot's disk {} was cache=writethrough; a restored disk keeps \
+             its cache mode, drop cache=",
+            saved.path.display()
+        )));
+    }
+    Ok(DiskConfig {
+        cache: saved.cache,
+        ..new.clone()
+    })
+}
+
 fn snap_err(e: snapshot::SnapshotError) -> Error {
     Error::Snapshot(e.to_string())
 }
@@ -124,6 +157,12 @@ pub fn restore(rc: RestoreConfig) -> Result<Vmm, Error> {
     } = snap;
     let t_loaded = started.elapsed();
     let host = rc.host_config(&state.host)?;
+    let faults = Arc::new(VmFaults::new(
+        rc.faults.as_deref(),
+        rc.fault_log.as_deref(),
+        host.disks.len(),
+        host.nets.len(),
+    )?);
     let (mem, mappings) = restore_guest_memory(header.mem_mib, base_memory)
         .map_err(|e| Error::Memory(e.to_string()))?;
     let views = region_views(&mem);
@@ -136,7 +175,15 @@ pub fn restore(rc: RestoreConfig) -> Result<Vmm, Error> {
         })?;
     }
     let t_mapped = started.elapsed();
-    let mut m = Machine::create(mem, mappings, header.mem_mib, true, rc.seccomp, started)?;
+    let mut m = Machine::create(
+        mem,
+        mappings,
+        header.mem_mib,
+        true,
+        faults,
+        rc.seccomp,
+        started,
+    )?;
     let t_created = started.elapsed();
     restore_vm(m.vm.fd(), &state.vm)?;
     let mut vcpus = Vec::with_capacity(state.vcpus.len());

@@ -58,6 +58,7 @@ pub(crate) fn run(
         devices: devices_info,
         started: m.started,
         snapshot: Mutex::new(Some(source)),
+        faults: m.faults.clone(),
     });
     let handle = VmHandle { shared };
     let api = match &host.api_sock {

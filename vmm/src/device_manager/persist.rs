@@ -2,7 +2,7 @@
 
 use devices::legacy::{I8042State, RtcState, SerialDeviceState};
 use devices::persist::Persist;
-use devices::virtio::block::BlockState;
+use devices::virtio::block::BlockSavedState;
 use devices::virtio::mmio::MmioSavedState;
 use devices::virtio::net::NetState;
 use devices::virtio::rng::RngState;
@@ -33,7 +33,7 @@ pub struct VirtioDeviceState {
 /// The device-specific part.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum VirtioKindState {
-    Block(BlockState),
+    Block(BlockSavedState),
     Net(NetState),
     Vsock(VsockState),
     Rng(RngState),
@@ -90,6 +90,22 @@ impl DeviceHandles {
                 })
                 .collect(),
         }
+    }
+
+    /// Writes every disk's write cache back to its image (before a snapshot: a restore from
+    /// the image must find every write the guest was told is done). Fails after a power cut.
+    pub fn write_back_disks(&self) -> Result<(), String> {
+        let disks = self.virtio.iter().filter_map(|(_, h)| match h {
+            VirtioHandle::Block(t) => Some(t),
+            _ => None,
+        });
+        for (i, t) in disks.enumerate() {
+            lock(t)
+                .device()
+                .write_back()
+                .map_err(|e| format!("disk {i}: cannot write its cache back: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Flushes buffered serial output (before the process goes away).

@@ -1,7 +1,8 @@
-//! Taking a snapshot of a paused VM: park the device event loop, ask each vCPU thread for its
-//! state, save the VM and every device, write the memory file (full or diff), then write the
-//! state file and move the directory into place. Afterwards KVM logs the guest's writes, so a
-//! later diff can be taken against this snapshot.
+//! Taking a snapshot of a paused VM: park the device event loop, write the disks' write caches
+//! back to their images, ask each vCPU thread for its state, save the VM and every device
+//! (completions a fault delay holds back included), write the memory file (full or diff),
+//! then write the state file and move the directory into place. Afterwards KVM logs the
+//! guest's writes, so a later diff can be taken against this snapshot.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,11 @@ pub(crate) fn take(
     let memory = pending.create_file("memory")?;
 
     let parked = park(&src.endpoint)?;
+    // With the devices parked no write can slip in behind this: the images then hold every
+    // write the guest was told is done, and the saved state can rely on them.
+    src.devices
+        .write_back_disks()
+        .map_err(SnapshotError::Save)?;
     let t_parked = started.elapsed();
     let vcpus = control.save_all().map_err(SnapshotError::Save)?;
     let vm = save_vm(src.vm.fd()).map_err(save_err)?;

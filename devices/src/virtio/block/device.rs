@@ -1,19 +1,18 @@
 //! The virtio-blk device as the transport sees it: features, config space, activation.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use virtio_bindings::bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
 };
 
-use super::handler::BlockRequests;
+use super::backend::{open_stack, BlockBackend, CacheHandle, CacheMode};
+use super::handler::{BlockRequests, SharedBackend};
 use super::request::{ID_BYTES, SECTOR_SIZE};
-use crate::fault::FaultHook;
-use crate::virtio::queue_handler::RunningQueue;
+use crate::fault::BlockFaults;
+use crate::virtio::queue_handler::{HeldCompletion, RunningQueue};
 use crate::virtio::{
     device_type, read_config_bytes, ActivateContext, ActivateError, EventLoopEndpoint,
     VirtioDevice, VIRTIO_F_VERSION_1,
@@ -31,6 +30,9 @@ pub struct BlockConfig {
     pub read_only: bool,
     /// Answer to `VIRTIO_BLK_T_GET_ID` (at most 20 bytes; shows up as the disk serial).
     pub id: Option<String>,
+    /// Write-through (default) or a volatile write-back cache.
+    #[serde(default)]
+    pub cache: CacheMode,
 }
 
 /// Why a disk could not be set up. Every message names the image path.
@@ -62,6 +64,15 @@ pub enum BlockError {
     },
     #[error("device id {id:?} for disk image {path} is longer than 20 bytes; shorten it")]
     IdTooLong { path: PathBuf, id: String },
+    #[error("disk image {path} is read-only, so cache=writeback has nothing to cache; drop cache=writeback or make the disk writable")]
+    WriteBackReadOnly { path: PathBuf },
+    #[error("cannot create the write cache's spill file {path}: {source} (cache=writeback needs a writable directory beside the disk; or use cache=writethrough)")]
+    Spill {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("disk backend for {path} is {size} bytes, not a non-zero multiple of 512")]
+    BackendSize { path: PathBuf, size: u64 },
 }
 
 /// Everything that describes the device apart from its queue (plain data, for snapshots).
@@ -84,59 +95,46 @@ pub struct BlockState {
 /// A virtio-blk device backed by a raw image.
 pub struct Block {
     state: BlockState,
-    disk: File,
+    backend: SharedBackend,
+    cache: Option<CacheHandle>,
     endpoint: Option<EventLoopEndpoint>,
-    fault: Arc<dyn FaultHook>,
     running: Option<RunningQueue<BlockRequests>>,
+    /// Restored from a snapshot: completions a fault delay held back when it was saved, held
+    /// back again by the next activation.
+    pub(super) restored_held: Vec<HeldCompletion>,
 }
 
 impl Block {
-    /// Opens the image and prepares the device. With `endpoint`, activation registers the
-    /// request handler on that event loop (which must be running: activation and reset wait
-    /// for it); without, call [`Block::process_queue`] yourself. Every request passes `fault`
-    /// before it touches the image.
+    /// Opens the image, stacks the disk's layers on it (fault rules from `faults`, and a
+    /// write cache with [`CacheMode::WriteBack`]) and prepares the device. With `endpoint`,
+    /// activation registers the request handler on that event loop (which must be running:
+    /// activation and reset wait for it); without, call [`Block::process_queue`] yourself.
     pub fn new(
         config: BlockConfig,
         endpoint: Option<EventLoopEndpoint>,
-        fault: Arc<dyn FaultHook>,
+        faults: BlockFaults,
     ) -> Result<Self, BlockError> {
+        check_id(&config)?;
+        let stack = open_stack(&config.path, config.read_only, config.cache, faults)?;
+        let mut block = Block::with_backend(config, endpoint, stack.backend)?;
+        block.cache = stack.cache;
+        Ok(block)
+    }
+
+    /// A device over a backend stack built by the caller (`config.path` only names it in
+    /// state and errors; `config.cache` is not looked at).
+    pub fn with_backend(
+        config: BlockConfig,
+        endpoint: Option<EventLoopEndpoint>,
+        backend: Box<dyn BlockBackend>,
+    ) -> Result<Self, BlockError> {
+        let id_bytes = check_id(&config)?;
         let BlockConfig {
-            path,
-            read_only,
-            id,
+            path, read_only, ..
         } = config;
-        let mut id_bytes = [0u8; ID_BYTES];
-        if let Some(id) = id {
-            if id.len() > ID_BYTES {
-                return Err(BlockError::IdTooLong { path, id });
-            }
-            id_bytes[..id.len()].copy_from_slice(id.as_bytes());
-        }
-        let mut disk = match OpenOptions::new().read(true).write(!read_only).open(&path) {
-            Ok(f) => f,
-            Err(source) => {
-                return Err(BlockError::Open {
-                    path,
-                    read_only,
-                    source,
-                })
-            }
-        };
-        match disk.metadata() {
-            Ok(m) if m.is_dir() => return Err(BlockError::NotAFile { path }),
-            Ok(_) => {}
-            Err(source) => return Err(BlockError::Size { path, source }),
-        }
-        // Seeking to the end also works for block devices, whose metadata length is 0.
-        let size = match disk.seek(SeekFrom::End(0)) {
-            Ok(size) => size,
-            Err(source) => return Err(BlockError::Size { path, source }),
-        };
-        if size == 0 {
-            return Err(BlockError::Empty { path });
-        }
-        if !size.is_multiple_of(SECTOR_SIZE) {
-            return Err(BlockError::Misaligned { path, size });
+        let size = backend.capacity();
+        if size == 0 || !size.is_multiple_of(SECTOR_SIZE) {
+            return Err(BlockError::BackendSize { path, size });
         }
         let capacity_sectors = size / SECTOR_SIZE;
         let mut avail_features =
@@ -153,11 +151,49 @@ impl Block {
                 avail_features,
                 config_space: config_space(capacity_sectors),
             },
-            disk,
+            backend: Arc::new(Mutex::new(backend)),
+            cache: None,
             endpoint,
-            fault,
             running: None,
+            restored_held: Vec::new(),
         })
+    }
+
+    /// Completions held back by delays now (`None` while not activated).
+    pub fn running_deferred(&self) -> Option<usize> {
+        self.running.as_ref().map(|r| r.lock().deferred_count())
+    }
+
+    /// The disk's write cache (power cut, flush), if it was opened with `cache=writeback`.
+    pub fn cache(&self) -> Option<&CacheHandle> {
+        self.cache.as_ref()
+    }
+
+    /// Completions held back now by fault delays, with the time each has left (for a
+    /// snapshot: the event loop must be parked). Before activation, those a restore will
+    /// hold back again.
+    pub fn held_completions(&self) -> Vec<HeldCompletion> {
+        match &self.running {
+            Some(r) => r.held_completions(),
+            None => self.restored_held.clone(),
+        }
+    }
+
+    /// Before a snapshot: writes the write cache (if any) back to the image and syncs it, so
+    /// the image holds every write the guest was told is done and a restore from it (or from
+    /// a copy) loses none. The cache stays in place and keeps working; a power cut after
+    /// this only loses later writes. Fails after a power cut.
+    pub fn write_back(&self) -> std::io::Result<()> {
+        match &self.cache {
+            Some(cache) => cache.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Completes requests whose delay has passed, on the calling thread (without an event
+    /// loop; the loop's timer does this otherwise). Returns how many were completed.
+    pub fn complete_deferred(&self) -> Option<usize> {
+        self.running.as_ref().map(|r| r.lock().complete_due())
     }
 
     /// The device's plain state.
@@ -175,6 +211,20 @@ impl Block {
     pub fn process_queue(&self) -> Option<usize> {
         self.running.as_ref().map(|r| r.lock().process_queue())
     }
+}
+
+fn check_id(config: &BlockConfig) -> Result<[u8; ID_BYTES], BlockError> {
+    let mut id_bytes = [0u8; ID_BYTES];
+    if let Some(id) = &config.id {
+        if id.len() > ID_BYTES {
+            return Err(BlockError::IdTooLong {
+                path: config.path.clone(),
+                id: id.clone(),
+            });
+        }
+        id_bytes[..id.len()].copy_from_slice(id.as_bytes());
+    }
+    Ok(id_bytes)
 }
 
 /// `struct virtio_blk_config` up to `seg_max`: capacity, size_max (unused), seg_max.
@@ -208,23 +258,26 @@ impl VirtioDevice for Block {
         if let Some(old) = self.running.take() {
             old.stop();
         }
-        let disk = self
-            .disk
-            .try_clone()
-            .map_err(|e| ActivateError::Backend(format!("cannot duplicate disk fd: {e}")))?;
         let id: [u8; ID_BYTES] = self.state.id.as_slice().try_into().unwrap_or([0; ID_BYTES]);
         let requests = BlockRequests::new(
-            disk,
+            self.backend.clone(),
             self.state.capacity_sectors,
             self.state.read_only,
             id,
-            self.fault.clone(),
         );
-        self.running = Some(RunningQueue::start(ctx, requests, self.endpoint.as_ref())?);
+        let held = std::mem::take(&mut self.restored_held);
+        self.running = Some(RunningQueue::start_restored(
+            ctx,
+            requests,
+            &held,
+            self.endpoint.as_ref(),
+        )?);
         Ok(())
     }
 
     fn reset(&mut self) {
+        // A reset device completes nothing it had in flight.
+        self.restored_held.clear();
         if let Some(running) = self.running.take() {
             running.stop();
         }

@@ -1,12 +1,15 @@
 //! virtio-blk on a raw image file: the device the transport sees ([`Block`]), request
 //! parsing ([`request`]) and the event-loop side that executes requests ([`handler`]).
 
+pub mod backend;
 mod device;
+#[cfg(test)]
+mod fault_tests;
 pub mod handler;
 mod persist;
 pub mod request;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use device::{Block, BlockConfig, BlockError, BlockState, QUEUE_SIZE};
-pub use persist::BlockHostParts;
+pub use persist::{BlockHostParts, BlockSavedState};

@@ -3,7 +3,6 @@
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use virtio_bindings::bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
@@ -15,18 +14,18 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::request::{RawRequest, Request, RequestError, MAX_DATA_BYTES};
 use super::*;
-use crate::fault::{BlockOp, FaultAction, FaultHook, NoFaults};
+use crate::fault::BlockFaults;
 use crate::virtio::test_utils::{fired, guest_memory, interrupt, ro, wr, Buf, Driver, DATA_BASE};
 use crate::virtio::{VirtioDevice, VIRTIO_F_VERSION_1};
 
-const SECTORS: u64 = 64;
-const HDR: u64 = DATA_BASE;
-const STATUS: u64 = DATA_BASE + 0x100;
-const DATA: u64 = DATA_BASE + 0x1000;
+pub(super) const SECTORS: u64 = 64;
+pub(super) const HDR: u64 = DATA_BASE;
+pub(super) const STATUS: u64 = DATA_BASE + 0x100;
+pub(super) const DATA: u64 = DATA_BASE + 0x1000;
 const STATUS_UNTOUCHED: u8 = 0xee;
 
 /// An image of `sectors` sectors where byte i holds (i / 512 + i) as a pattern.
-fn image(sectors: u64) -> TempFile {
+pub(super) fn image(sectors: u64) -> TempFile {
     let f = TempFile::new().unwrap();
     let bytes: Vec<u8> = (0..sectors * 512)
         .map(|i| ((i / 512) as u8).wrapping_add(i as u8))
@@ -35,18 +34,19 @@ fn image(sectors: u64) -> TempFile {
     f
 }
 
-fn file_bytes(path: &Path) -> Vec<u8> {
+pub(super) fn file_bytes(path: &Path) -> Vec<u8> {
     let mut v = Vec::new();
     fs::File::open(path).unwrap().read_to_end(&mut v).unwrap();
     v
 }
 
-fn block(path: &Path, read_only: bool, id: Option<&str>, fault: Arc<dyn FaultHook>) -> Block {
+fn block(path: &Path, read_only: bool, id: Option<&str>, fault: BlockFaults) -> Block {
     Block::new(
         BlockConfig {
             path: path.to_path_buf(),
             read_only,
             id: id.map(str::to_string),
+            cache: Default::default(),
         },
         None,
         fault,
@@ -55,7 +55,7 @@ fn block(path: &Path, read_only: bool, id: Option<&str>, fault: Arc<dyn FaultHoo
 }
 
 /// Writes a request header at HDR and resets the status byte.
-fn header(d: &Driver, request_type: u32, sector: u64) {
+pub(super) fn header(d: &Driver, request_type: u32, sector: u64) {
     let mut h = Vec::new();
     h.extend_from_slice(&request_type.to_le_bytes());
     h.extend_from_slice(&0u32.to_le_bytes());
@@ -64,12 +64,12 @@ fn header(d: &Driver, request_type: u32, sector: u64) {
     d.write(STATUS, &[STATUS_UNTOUCHED]);
 }
 
-fn status(d: &Driver) -> u8 {
+pub(super) fn status(d: &Driver) -> u8 {
     d.read(STATUS, 1)[0]
 }
 
 /// Submits one chain, processes the queue, returns (used len, status byte).
-fn run(d: &mut Driver, dev: &Block, bufs: &[Buf]) -> (u32, u8) {
+pub(super) fn run(d: &mut Driver, dev: &Block, bufs: &[Buf]) -> (u32, u8) {
     let before = d.used_idx();
     let head = d.submit(bufs);
     assert_eq!(dev.process_queue(), Some(1));
@@ -79,18 +79,18 @@ fn run(d: &mut Driver, dev: &Block, bufs: &[Buf]) -> (u32, u8) {
     (len, status(d))
 }
 
-struct Setup {
-    img: TempFile,
-    dev: Block,
+pub(super) struct Setup {
+    pub(super) img: TempFile,
+    pub(super) dev: Block,
 }
 
-fn setup(read_only: bool, id: Option<&str>, fault: Arc<dyn FaultHook>) -> Setup {
+fn setup(read_only: bool, id: Option<&str>, fault: BlockFaults) -> Setup {
     let img = image(SECTORS);
     let dev = block(img.as_path(), read_only, id, fault);
     Setup { img, dev }
 }
 
-fn activate<'a>(s: &mut Setup, mem: &'a crate::GuestMemory) -> Driver<'a> {
+pub(super) fn activate<'a>(s: &mut Setup, mem: &'a crate::GuestMemory) -> Driver<'a> {
     let d = Driver::new(mem, 64);
     let irq = interrupt();
     let (ctx, _evt) = d.activate_context(&irq);
@@ -100,7 +100,7 @@ fn activate<'a>(s: &mut Setup, mem: &'a crate::GuestMemory) -> Driver<'a> {
 
 #[test]
 fn capacity_and_features() {
-    let s = setup(false, None, Arc::new(NoFaults));
+    let s = setup(false, None, BlockFaults::none());
     let mut cap = [0u8; 8];
     s.dev.read_config(0, &mut cap);
     assert_eq!(u64::from_le_bytes(cap), SECTORS);
@@ -114,7 +114,7 @@ fn capacity_and_features() {
     s.dev.read_config(0x40, &mut tail);
     assert_eq!(tail, [0; 4]);
 
-    let ro = setup(true, None, Arc::new(NoFaults));
+    let ro = setup(true, None, BlockFaults::none());
     assert_ne!(ro.dev.features() & (1 << VIRTIO_BLK_F_RO), 0);
     let state: BlockState = ro.dev.state().clone();
     assert!(state.read_only);
@@ -124,7 +124,7 @@ fn capacity_and_features() {
 #[test]
 fn read_spanning_two_buffers() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let mut d = activate(&mut s, &mem);
     header(&d, VIRTIO_BLK_T_IN, 3);
     let (len, st) = run(
@@ -147,7 +147,7 @@ fn read_spanning_two_buffers() {
 #[test]
 fn write_lands_in_the_image_and_interrupts() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let d0 = Driver::new(&mem, 64);
     let irq = interrupt();
     let (ctx, _evt) = d0.activate_context(&irq);
@@ -174,7 +174,7 @@ fn write_lands_in_the_image_and_interrupts() {
     assert_eq!(disk[12 * 512..13 * 512], image_sector(12)[..]);
 }
 
-fn image_sector(n: u64) -> Vec<u8> {
+pub(super) fn image_sector(n: u64) -> Vec<u8> {
     (n * 512..(n + 1) * 512)
         .map(|i| ((i / 512) as u8).wrapping_add(i as u8))
         .collect()
@@ -183,7 +183,7 @@ fn image_sector(n: u64) -> Vec<u8> {
 #[test]
 fn flush_and_get_id() {
     let mem = guest_memory();
-    let mut s = setup(false, Some("kiln-disk-0"), Arc::new(NoFaults));
+    let mut s = setup(false, Some("kiln-disk-0"), BlockFaults::none());
     let mut d = activate(&mut s, &mem);
     header(&d, VIRTIO_BLK_T_FLUSH, 0);
     let (len, st) = run(&mut d, &s.dev, &[ro(HDR, 16), wr(STATUS, 1)]);
@@ -219,7 +219,7 @@ fn flush_and_get_id() {
 #[test]
 fn read_only_disk_rejects_writes() {
     let mem = guest_memory();
-    let mut s = setup(true, None, Arc::new(NoFaults));
+    let mut s = setup(true, None, BlockFaults::none());
     let before = file_bytes(s.img.as_path());
     let mut d = activate(&mut s, &mem);
     header(&d, VIRTIO_BLK_T_OUT, 0);
@@ -237,7 +237,7 @@ fn read_only_disk_rejects_writes() {
 #[test]
 fn invalid_requests_get_error_status() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let before = file_bytes(s.img.as_path());
     let mut d = activate(&mut s, &mem);
     let ioerr = VIRTIO_BLK_S_IOERR as u8;
@@ -363,7 +363,7 @@ fn invalid_requests_get_error_status() {
 #[test]
 fn malformed_chains_complete_without_status() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let mut d = activate(&mut s, &mem);
     let cases: Vec<(&str, Vec<Buf>)> = vec![
         ("header only", vec![ro(HDR, 16)]),
@@ -400,7 +400,7 @@ fn malformed_chains_complete_without_status() {
 #[test]
 fn descriptor_loop_terminates() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let d = activate(&mut s, &mem);
     header(&d, VIRTIO_BLK_T_IN, 0);
     // Descriptor 0 points to itself: the chain is cut at the queue size.
@@ -419,7 +419,7 @@ fn descriptor_loop_terminates() {
 #[test]
 fn hostile_avail_ring() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let mut d = activate(&mut s, &mem);
     // Head index beyond the queue size: dropped, the next chain is still served.
     header(&d, VIRTIO_BLK_T_FLUSH, 0);
@@ -465,7 +465,7 @@ fn oversized_request_rejected() {
 #[test]
 fn truncated_image_gives_ioerr() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let mut d = activate(&mut s, &mem);
     // Someone shrinks the image under the running device.
     OpenOptions::new()
@@ -483,62 +483,10 @@ fn truncated_image_gives_ioerr() {
     assert_eq!((len, st), (513, VIRTIO_BLK_S_OK as u8));
 }
 
-/// Fails every write and records what it saw.
-#[derive(Default)]
-struct FailWrites {
-    seen: Mutex<Vec<BlockOp>>,
-}
-
-impl FaultHook for FailWrites {
-    fn on_block(&self, op: &BlockOp) -> FaultAction {
-        self.seen.lock().unwrap().push(*op);
-        match op {
-            BlockOp::Write { .. } => FaultAction::Fail,
-            _ => FaultAction::Pass,
-        }
-    }
-}
-
-#[test]
-fn fault_hook_sees_every_request_and_can_fail_it() {
-    let mem = guest_memory();
-    let hook = Arc::new(FailWrites::default());
-    let mut s = setup(false, None, hook.clone());
-    let before = file_bytes(s.img.as_path());
-    let mut d = activate(&mut s, &mem);
-    header(&d, VIRTIO_BLK_T_OUT, 2);
-    let (_, st) = run(
-        &mut d,
-        &s.dev,
-        &[ro(HDR, 16), ro(DATA, 1024), wr(STATUS, 1)],
-    );
-    assert_eq!(st, VIRTIO_BLK_S_IOERR as u8);
-    assert_eq!(file_bytes(s.img.as_path()), before);
-    header(&d, VIRTIO_BLK_T_IN, 1);
-    let (_, st) = run(&mut d, &s.dev, &[ro(HDR, 16), wr(DATA, 512), wr(STATUS, 1)]);
-    assert_eq!(st, VIRTIO_BLK_S_OK as u8);
-    header(&d, VIRTIO_BLK_T_FLUSH, 0);
-    run(&mut d, &s.dev, &[ro(HDR, 16), wr(STATUS, 1)]);
-    assert_eq!(
-        *hook.seen.lock().unwrap(),
-        vec![
-            BlockOp::Write {
-                offset: 1024,
-                len: 1024
-            },
-            BlockOp::Read {
-                offset: 512,
-                len: 512
-            },
-            BlockOp::Flush,
-        ]
-    );
-}
-
 #[test]
 fn reset_stops_processing_and_reactivation_works() {
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let _d = activate(&mut s, &mem);
     s.dev.reset();
     assert_eq!(s.dev.process_queue(), None);
@@ -555,9 +503,10 @@ fn new_err(path: &Path, read_only: bool, id: Option<&str>) -> String {
             path: path.to_path_buf(),
             read_only,
             id: id.map(str::to_string),
+            cache: Default::default(),
         },
         None,
-        Arc::new(NoFaults),
+        BlockFaults::none(),
     ) {
         Ok(_) => panic!("expected an error for {}", path.display()),
         Err(e) => e.to_string(),
@@ -596,7 +545,7 @@ fn bad_images_are_clear_errors() {
 fn huge_indirect_table_is_bounded() {
     use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT;
     let mem = guest_memory();
-    let mut s = setup(false, None, Arc::new(NoFaults));
+    let mut s = setup(false, None, BlockFaults::none());
     let d = activate(&mut s, &mem);
     header(&d, VIRTIO_BLK_T_IN, 0);
     // 4096 indirect descriptors: header, then writable 512-byte buffers, looping at the end.

@@ -126,7 +126,7 @@ fn full_bring_up_and_notify() {
         16,
         d.mock.desc_table_addr().0,
         d.mock.avail_addr().0,
-        d.mock.used_addr().0,
+        d.used_addr().0,
     );
     assert_eq!(r(&mut t, QUEUE_READY), 1);
     w(&mut t, STATUS, ALL_OK);
@@ -374,7 +374,7 @@ fn restored_transport_resumes_at_the_saved_ring_position() {
     let (desc, avail, used) = (
         d.mock.desc_table_addr().0,
         d.mock.avail_addr().0,
-        d.mock.used_addr().0,
+        d.used_addr().0,
     );
     set_queue(&mut t, 0, 16, desc, avail, used);
     w(&mut t, STATUS, ALL_OK);

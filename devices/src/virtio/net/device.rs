@@ -15,7 +15,7 @@ use super::mac::MacAddr;
 use super::switch::SwitchBackend;
 use super::tap::TapBackend;
 use super::{QUEUE_SIZE, RX_INDEX, TX_INDEX};
-use crate::fault::FaultHook;
+use crate::fault::NetFaults;
 use crate::virtio::{
     add_to_event_loop, device_type, read_config_bytes, remove_from_event_loop, ActivateContext,
     ActivateError, EventLoopEndpoint, Subscriber, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -37,7 +37,7 @@ pub struct Net {
     /// The backend while no handler owns it.
     backend: Option<Box<dyn NetBackend>>,
     endpoint: EventLoopEndpoint,
-    fault: Arc<dyn FaultHook>,
+    fault: NetFaults,
     counters: Arc<AtomicCounters>,
     active: Option<Active>,
 }
@@ -48,7 +48,7 @@ impl Net {
     pub fn new(
         config: NetConfig,
         endpoint: EventLoopEndpoint,
-        fault: Arc<dyn FaultHook>,
+        fault: NetFaults,
     ) -> Result<Net, NetError> {
         let backend: Box<dyn NetBackend> = match &config.backend {
             NetBackendConfig::Switch { path, local } => {
@@ -64,7 +64,7 @@ impl Net {
         backend: Box<dyn NetBackend>,
         mac: Option<MacAddr>,
         endpoint: EventLoopEndpoint,
-        fault: Arc<dyn FaultHook>,
+        fault: NetFaults,
     ) -> Net {
         let mac = mac.unwrap_or_else(|| MacAddr::derived_from(&backend.describe()));
         let mut config = [0u8; CONFIG_LEN];

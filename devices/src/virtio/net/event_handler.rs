@@ -7,6 +7,7 @@ use super::handler::NetHandler;
 const RX_QUEUE: u32 = 0;
 const TX_QUEUE: u32 = 1;
 const BACKEND: u32 = 2;
+const HELD_FRAMES: u32 = 3;
 
 /// [`NetHandler`] plus whether the backend fd is currently in the epoll set.
 pub(crate) struct NetEventHandler {
@@ -53,6 +54,11 @@ impl MutEventSubscriber for NetEventHandler {
                 tracing::error!("net: cannot poll queue {tag}: {e}");
             }
         }
+        if let Some(timer) = self.handler.held.timer() {
+            if let Err(e) = ops.add(Events::with_data(timer, HELD_FRAMES, EventSet::IN)) {
+                tracing::error!("net: cannot poll the held-frame timer: {e}");
+            }
+        }
         // Frames may have arrived before the driver was ready.
         self.handler.process_rx();
         self.sync_backend_interest(ops);
@@ -69,6 +75,11 @@ impl MutEventSubscriber for NetEventHandler {
                 self.handler.process_tx();
             }
             BACKEND => self.handler.process_rx(),
+            HELD_FRAMES => {
+                if self.handler.release_due() {
+                    self.handler.process_rx();
+                }
+            }
             other => tracing::warn!("net: event for unknown source {other}"),
         }
         self.sync_backend_interest(ops);

@@ -1,17 +1,19 @@
 //! Moves frames between the virtio queues and the backend. Runs on the event-loop thread.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::backend::NetBackend;
 use super::counters::AtomicCounters;
+use super::held_frames::HeldFrames;
 use super::log_limit::RateLimitedLog;
 use super::{MAX_FRAME_LEN, NET_HDR_LEN};
-use crate::fault::{FaultAction, FaultHook, NetDirection};
+use crate::fault::{NetDirection, NetFault, NetFaults};
 use crate::virtio::VirtioInterrupt;
 use crate::GuestMemory;
 
@@ -41,8 +43,16 @@ pub(crate) struct NetHandler {
     pub(crate) tx_evt: EventFd,
     pub(crate) interrupt: Arc<VirtioInterrupt>,
     pub(crate) backend: Box<dyn NetBackend>,
-    pub(crate) fault: Arc<dyn FaultHook>,
+    pub(crate) fault: NetFaults,
     pub(crate) counters: Arc<AtomicCounters>,
+    /// Frames held back by delay and reorder faults.
+    pub(crate) held: HeldFrames,
+    /// Frames for the guest that a fault released (delayed, reordered, duplicated); they go
+    /// before the backend's next frame.
+    ready_rx: VecDeque<Vec<u8>>,
+    /// Frames seen so far per direction (the fault rules' frame numbers).
+    tx_seen: u64,
+    rx_seen: u64,
     /// One frame read from the backend, waiting for an rx buffer (`rx_len` bytes of it).
     rx_buf: Vec<u8>,
     rx_len: Option<usize>,
@@ -61,7 +71,7 @@ impl NetHandler {
         tx_evt: EventFd,
         interrupt: Arc<VirtioInterrupt>,
         backend: Box<dyn NetBackend>,
-        fault: Arc<dyn FaultHook>,
+        fault: NetFaults,
         counters: Arc<AtomicCounters>,
     ) -> Self {
         NetHandler {
@@ -74,6 +84,10 @@ impl NetHandler {
             backend,
             fault,
             counters,
+            held: HeldFrames::new(),
+            ready_rx: VecDeque::new(),
+            tx_seen: 0,
+            rx_seen: 0,
             // One extra byte so an oversized datagram is recognisable.
             rx_buf: vec![0; MAX_FRAME_LEN + 1],
             rx_len: None,
@@ -116,11 +130,52 @@ impl NetHandler {
         }
     }
 
+    /// Applies the tx fault rules to a guest frame, then sends it (or not, or later).
     fn send_frame(&mut self, frame: &[u8]) {
-        if self.fault.on_net_frame(NetDirection::FromGuest, frame) == FaultAction::Drop {
-            AtomicCounters::add(&self.counters.tx_drops, 1);
-            return;
+        let n = self.tx_seen;
+        self.tx_seen += 1;
+        let dir = NetDirection::FromGuest;
+        match self.fault.decide(dir, n, frame) {
+            None => self.backend_send(frame),
+            Some(NetFault::Drop) => {
+                AtomicCounters::add(&self.counters.tx_drops, 1);
+                return;
+            }
+            Some(NetFault::Duplicate) => {
+                self.backend_send(frame);
+                self.backend_send(frame);
+            }
+            Some(NetFault::Corrupt { at, mask }) => {
+                let mut copy = frame.to_vec();
+                if let Some(b) = copy.get_mut(at) {
+                    *b ^= mask;
+                }
+                self.backend_send(&copy);
+            }
+            Some(NetFault::Delay(d)) => {
+                if self
+                    .held
+                    .delay(dir, Instant::now() + d, frame.to_vec())
+                    .is_err()
+                {
+                    AtomicCounters::add(&self.counters.tx_drops, 1);
+                }
+                return;
+            }
+            Some(NetFault::Reorder) => {
+                if let Some(earlier) = self.held.hold_for_reorder(dir, frame.to_vec()) {
+                    self.backend_send(&earlier);
+                }
+                return;
+            }
         }
+        // A frame went out: one held for reordering follows it.
+        if let Some(held) = self.held.take_reordered(dir) {
+            self.backend_send(&held);
+        }
+    }
+
+    fn backend_send(&mut self, frame: &[u8]) {
         match self.backend.send(frame) {
             Ok(()) => {
                 AtomicCounters::add(&self.counters.tx_frames, 1);
@@ -135,6 +190,18 @@ impl NetHandler {
         }
     }
 
+    /// Sends or queues for the guest every held frame whose time has come. Returns true if
+    /// frames for the guest are waiting (call [`NetHandler::process_rx`]).
+    pub(crate) fn release_due(&mut self) -> bool {
+        for (dir, frame) in self.held.take_due(Instant::now()) {
+            match dir {
+                NetDirection::FromGuest => self.backend_send(&frame),
+                NetDirection::ToGuest => self.ready_rx.push_back(frame),
+            }
+        }
+        !self.ready_rx.is_empty()
+    }
+
     /// Delivers backend frames into guest rx buffers until either runs out.
     pub(crate) fn process_rx(&mut self) {
         let mem = self.mem.clone();
@@ -142,9 +209,17 @@ impl NetHandler {
         loop {
             let len = match self.rx_len {
                 Some(len) => len,
-                None => match self.recv_frame() {
-                    Some(len) => len,
-                    None => break,
+                None => match self.ready_rx.pop_front() {
+                    Some(frame) => {
+                        // Released frames were checked against MAX_FRAME_LEN on arrival.
+                        let len = frame.len().min(MAX_FRAME_LEN);
+                        self.rx_buf[..len].copy_from_slice(&frame[..len]);
+                        len
+                    }
+                    None => match self.recv_frame() {
+                        Some(len) => len,
+                        None => break,
+                    },
                 },
             };
             let Some(chain) = self.rx.pop_descriptor_chain(&mem) else {
@@ -205,13 +280,53 @@ impl NetHandler {
                 AtomicCounters::add(&self.counters.rx_drops, 1);
                 continue;
             }
-            let frame = &self.rx_buf[..len];
-            if self.fault.on_net_frame(NetDirection::ToGuest, frame) == FaultAction::Drop {
-                AtomicCounters::add(&self.counters.rx_drops, 1);
-                continue;
+            if self.apply_rx_faults(len) {
+                return Some(len);
             }
-            return Some(len);
         }
+    }
+
+    /// Applies the rx fault rules to the frame in `rx_buf[..len]`; true if it goes to the
+    /// guest now (possibly changed), false if it was dropped or held back.
+    fn apply_rx_faults(&mut self, len: usize) -> bool {
+        let n = self.rx_seen;
+        self.rx_seen += 1;
+        let dir = NetDirection::ToGuest;
+        let frame = &self.rx_buf[..len];
+        match self.fault.decide(dir, n, frame) {
+            None => {}
+            Some(NetFault::Drop) => {
+                AtomicCounters::add(&self.counters.rx_drops, 1);
+                return false;
+            }
+            Some(NetFault::Duplicate) => self.ready_rx.push_back(frame.to_vec()),
+            Some(NetFault::Corrupt { at, mask }) => {
+                if let Some(b) = self.rx_buf[..len].get_mut(at) {
+                    *b ^= mask;
+                }
+            }
+            Some(NetFault::Delay(d)) => {
+                if self
+                    .held
+                    .delay(dir, Instant::now() + d, frame.to_vec())
+                    .is_err()
+                {
+                    AtomicCounters::add(&self.counters.rx_drops, 1);
+                }
+                return false;
+            }
+            Some(NetFault::Reorder) => {
+                if let Some(earlier) = self.held.hold_for_reorder(dir, frame.to_vec()) {
+                    self.ready_rx.push_back(earlier);
+                }
+                return false;
+            }
+        }
+        // This frame goes now; one held for reordering follows it.
+        if let Some(held) = self.held.take_reordered(dir) {
+            self.ready_rx.push_back(held);
+        }
+        true
     }
 
     /// Gives the backend back when the device is reset.

@@ -3,7 +3,7 @@
 //! Frames leave and enter through a [`NetBackend`]: a userspace switch reached over a Unix
 //! datagram socket ([`SwitchBackend`]) or a host TAP interface ([`TapBackend`]). No offloads
 //! are offered, so every frame is a plain Ethernet frame behind a zeroed 12-byte
-//! `virtio_net_hdr_v1`. Every frame passes [`crate::fault::FaultHook::on_net_frame`].
+//! `virtio_net_hdr_v1`. Every frame passes the NIC's fault rules ([`crate::fault::NetFaults`]).
 
 mod backend;
 mod config;
@@ -11,7 +11,10 @@ mod counters;
 mod device;
 mod error;
 mod event_handler;
+#[cfg(test)]
+mod fault_tests;
 mod handler;
+mod held_frames;
 mod log_limit;
 mod mac;
 mod persist;
@@ -20,7 +23,7 @@ mod tap;
 #[cfg(test)]
 pub(crate) mod test_driver;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use backend::NetBackend;
 pub use config::{NetBackendConfig, NetConfig, NetConfigError};

@@ -1,15 +1,13 @@
 //! Saving and restoring a virtio-net device: only the MAC is device state. The backend is the
 //! host's (a switch port or TAP, possibly another one than before); frames in flight are lost,
-//! as on a real network.
-
-use std::sync::Arc;
+//! as on a real network, and so are frames a fault rule was holding back (delay, reorder).
 
 use serde::{Deserialize, Serialize};
 
 use super::backend::NetBackend;
 use super::device::Net;
 use super::mac::MacAddr;
-use crate::fault::FaultHook;
+use crate::fault::NetFaults;
 use crate::persist::Persist;
 use crate::virtio::EventLoopEndpoint;
 
@@ -26,8 +24,8 @@ pub struct NetHostParts {
     pub backend: Box<dyn NetBackend>,
     /// The event loop the handler runs on.
     pub endpoint: EventLoopEndpoint,
-    /// Sees every frame.
-    pub fault: Arc<dyn FaultHook>,
+    /// The NIC's fault rules (from the restoring host; rules are not part of a snapshot).
+    pub faults: NetFaults,
 }
 
 impl Persist for Net {
@@ -46,7 +44,7 @@ impl Persist for Net {
             parts.backend,
             Some(MacAddr(state.mac)),
             parts.endpoint,
-            parts.fault,
+            parts.faults,
         ))
     }
 }

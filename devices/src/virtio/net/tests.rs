@@ -14,7 +14,7 @@ use super::event_handler::NetEventHandler;
 use super::handler::NetHandler;
 use super::test_driver::{guest_memory, Desc, GuestQueue};
 use super::*;
-use crate::fault::{FaultAction, FaultHook, NetDirection, NoFaults};
+use crate::fault::{FaultEngine, FaultRules, NetFaults};
 use crate::virtio::{ActivateContext, Subscriber, VirtioDevice, VirtioInterrupt};
 use crate::GuestMemory;
 
@@ -24,14 +24,14 @@ const RX_BUFS: u64 = 0x10_0000;
 const TX_BUFS: u64 = 0x80_0000;
 
 /// The switch end of the link: a datagram socket bound at a path.
-struct FakeSwitchPort {
+pub(crate) struct FakeSwitchPort {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    socket: UnixDatagram,
+    pub(crate) socket: UnixDatagram,
 }
 
 impl FakeSwitchPort {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switch.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
@@ -45,14 +45,14 @@ impl FakeSwitchPort {
         }
     }
 
-    fn recv(&self) -> Vec<u8> {
+    pub(crate) fn recv(&self) -> Vec<u8> {
         let mut buf = vec![0u8; 70_000];
         let (n, _) = self.socket.recv_from(&mut buf).expect("frame from the VMM");
         buf.truncate(n);
         buf
     }
 
-    fn nothing_pending(&self) -> bool {
+    pub(crate) fn nothing_pending(&self) -> bool {
         self.socket.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 16];
         let r = self.socket.recv(&mut buf);
@@ -61,33 +61,30 @@ impl FakeSwitchPort {
     }
 }
 
-/// Drops frames whose first byte is 0xff, in both directions.
-struct DropFF;
-impl FaultHook for DropFF {
-    fn on_net_frame(&self, _dir: NetDirection, frame: &[u8]) -> FaultAction {
-        if frame.first() == Some(&0xff) {
-            FaultAction::Drop
-        } else {
-            FaultAction::Pass
-        }
-    }
+/// A NIC hook with `rules` (TOML) in force.
+pub(crate) fn faults(rules: &str) -> NetFaults {
+    let engine = FaultEngine::new();
+    engine
+        .set_rules(FaultRules::from_toml(rules, "test").unwrap())
+        .unwrap();
+    NetFaults::new(engine, 0)
 }
 
 /// A handler subscribed to an in-thread event manager; tests drive the loop themselves.
-struct Harness<'a> {
+pub(crate) struct Harness<'a> {
     em: EventManager<Subscriber>,
     handler: Arc<Mutex<NetEventHandler>>,
-    rx: GuestQueue<'a>,
-    tx: GuestQueue<'a>,
+    pub(crate) rx: GuestQueue<'a>,
+    pub(crate) tx: GuestQueue<'a>,
     rx_evt: EventFd,
     tx_evt: EventFd,
     irq: Arc<VirtioInterrupt>,
     counters: Arc<AtomicCounters>,
-    vmm_addr: std::os::unix::net::SocketAddr,
+    pub(crate) vmm_addr: std::os::unix::net::SocketAddr,
 }
 
 impl<'a> Harness<'a> {
-    fn new(mem: &'a GuestMemory, port: &FakeSwitchPort, fault: Arc<dyn FaultHook>) -> Self {
+    pub(crate) fn new(mem: &'a GuestMemory, port: &FakeSwitchPort, fault: NetFaults) -> Self {
         let rx = GuestQueue::new(mem, RX_RING, RX_BUFS, QUEUE_SIZE);
         let tx = GuestQueue::new(mem, TX_RING, TX_BUFS, QUEUE_SIZE);
         let backend = SwitchBackend::new(&port.path, None).unwrap();
@@ -124,7 +121,7 @@ impl<'a> Harness<'a> {
 
     /// Runs the loop until nothing is ready (each round waits at most 200 ms for events).
     /// A loop that never goes idle is a bug (spinning on a ready fd), so it fails the test.
-    fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         for _ in 0..1000 {
             if self.em.run_with_timeout(200).unwrap() == 0 {
                 return;
@@ -133,22 +130,22 @@ impl<'a> Harness<'a> {
         panic!("event loop never went idle");
     }
 
-    fn kick_tx(&mut self) {
+    pub(crate) fn kick_tx(&mut self) {
         self.tx_evt.write(1).unwrap();
         self.run();
     }
 
-    fn kick_rx(&mut self) {
+    pub(crate) fn kick_rx(&mut self) {
         self.rx_evt.write(1).unwrap();
         self.run();
     }
 
-    fn counters(&self) -> NetCounters {
+    pub(crate) fn counters(&self) -> NetCounters {
         self.counters.snapshot()
     }
 }
 
-fn frame(first: u8, len: usize) -> Vec<u8> {
+pub(crate) fn frame(first: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| first.wrapping_add(i as u8)).collect()
 }
 
@@ -156,7 +153,7 @@ fn frame(first: u8, len: usize) -> Vec<u8> {
 fn tx_frames_reach_the_switch_byte_exact_without_header() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     let f1 = frame(1, 60);
     let f2 = frame(9, 1514);
     // Header split across descriptors, frame split too.
@@ -177,7 +174,7 @@ fn tx_frames_reach_the_switch_byte_exact_without_header() {
 fn rx_frames_land_in_guest_buffers_behind_a_zeroed_header() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     let a = h.rx.add_writable(&[NET_HDR_LEN as u32 + 1514]);
     let b = h.rx.add_writable(&[4, 8, 2000]);
     h.kick_rx();
@@ -204,7 +201,7 @@ fn rx_frames_land_in_guest_buffers_behind_a_zeroed_header() {
 fn rx_without_buffers_holds_the_frame_and_stops_polling_the_backend() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     let f1 = frame(1, 100);
     let f2 = frame(2, 100);
     port.socket.send_to_addr(&f1, &h.vmm_addr).unwrap();
@@ -227,7 +224,7 @@ fn rx_without_buffers_holds_the_frame_and_stops_polling_the_backend() {
 fn malformed_and_oversized_tx_chains_are_dropped_and_the_device_keeps_working() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     let hdr = [0u8; NET_HDR_LEN];
     // Shorter than the header.
     h.tx.add_readable(&[&hdr[..7]]);
@@ -274,7 +271,7 @@ fn malformed_and_oversized_tx_chains_are_dropped_and_the_device_keeps_working() 
 fn rx_frame_bigger_than_the_buffer_is_dropped_and_the_buffer_reused() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     let head = h.rx.add_writable(&[NET_HDR_LEN as u32 + 100]);
     h.kick_rx();
     port.socket
@@ -291,10 +288,12 @@ fn rx_frame_bigger_than_the_buffer_is_dropped_and_the_buffer_reused() {
 }
 
 #[test]
-fn fault_hook_drop_applies_in_both_directions() {
+fn fault_rule_drop_applies_in_both_directions() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(DropFF));
+    // The first frame each way is dropped.
+    let rules = "[[net]]\ndir = \"tx\"\naction = \"drop\"\ncount = 1\n[[net]]\ndir = \"rx\"\naction = \"drop\"\ncount = 1\n";
+    let mut h = Harness::new(&mem, &port, faults(rules));
     let hdr = [0u8; NET_HDR_LEN];
     let dropped = frame(0xff, 60);
     let kept = frame(0x01, 60);
@@ -321,7 +320,7 @@ fn fault_hook_drop_applies_in_both_directions() {
 fn datagrams_from_anyone_but_the_switch_are_ignored() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     h.rx.add_writable(&[2048]);
     h.kick_rx();
     let stranger = UnixDatagram::unbound().unwrap();
@@ -337,7 +336,7 @@ fn datagrams_from_anyone_but_the_switch_are_ignored() {
 fn switch_going_away_drops_frames_without_failing() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     std::fs::remove_file(&port.path).unwrap();
     let hdr = [0u8; NET_HDR_LEN];
     for _ in 0..3 {
@@ -353,7 +352,7 @@ fn missing_switch_socket_is_a_clear_error() {
     let err = Net::new(
         NetConfig::parse("switch=/nonexistent/kiln-switch.sock").unwrap(),
         EventManager::<Subscriber>::new().unwrap().remote_endpoint(),
-        Arc::new(NoFaults),
+        NetFaults::none(),
     )
     .err()
     .unwrap();
@@ -384,7 +383,7 @@ fn device_runs_on_a_real_event_manager_thread_and_survives_reset() {
         },
         mac: Some("02:00:00:00:00:2a".parse().unwrap()),
     };
-    let mut net = Net::new(cfg, endpoint, Arc::new(NoFaults)).unwrap();
+    let mut net = Net::new(cfg, endpoint, NetFaults::none()).unwrap();
     assert_eq!(net.device_type(), 1);
     let mut cfg_bytes = [0u8; 8];
     net.read_config(0, &mut cfg_bytes);
@@ -420,7 +419,7 @@ fn device_runs_on_a_real_event_manager_thread_and_survives_reset() {
 fn broken_rx_chains_are_returned_unused_and_the_frame_takes_the_next_buffer() {
     let mem = guest_memory();
     let port = FakeSwitchPort::new();
-    let mut h = Harness::new(&mem, &port, Arc::new(NoFaults));
+    let mut h = Harness::new(&mem, &port, NetFaults::none());
     // Device-readable descriptor in an rx chain.
     let readable = h.rx.add_chain(&[Desc {
         addr: RX_BUFS,

@@ -3,7 +3,7 @@
 
 use vm_memory::Bytes;
 
-use crate::virtio::queue_handler::{Chain, ChainProcessor, RunningQueue};
+use crate::virtio::queue_handler::{Chain, ChainProcessor, RunningQueue, Used};
 use crate::virtio::{
     device_type, ActivateContext, ActivateError, EventLoopEndpoint, VirtioDevice,
     VIRTIO_F_VERSION_1,
@@ -31,7 +31,7 @@ impl EntropyRequests {
 }
 
 impl ChainProcessor for EntropyRequests {
-    fn process_chain(&mut self, mem: &GuestMemory, chain: Chain<'_>) -> u32 {
+    fn process_chain(&mut self, mem: &GuestMemory, chain: Chain<'_>) -> Used {
         let mut written = 0usize;
         for desc in chain.writable() {
             let want = (desc.len() as usize).min(MAX_BYTES_PER_REQUEST - written);
@@ -50,7 +50,7 @@ impl ChainProcessor for EntropyRequests {
             written += want;
         }
         // Never return more than the cap, which fits in u32.
-        written as u32
+        Used::now(written as u32)
     }
 }
 

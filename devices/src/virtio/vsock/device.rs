@@ -10,6 +10,7 @@ use super::event_handler::VsockEventHandler;
 use super::handler::VsockHandler;
 use super::muxer::Muxer;
 use super::{EVENT_INDEX, QUEUE_SIZE, RX_INDEX, TX_INDEX};
+use crate::fault::VsockFaults;
 use crate::virtio::{
     add_to_event_loop, device_type, read_config_bytes, remove_from_event_loop, ActivateContext,
     ActivateError, EventLoopEndpoint, Subscriber, VirtioDevice, VIRTIO_F_VERSION_1,
@@ -28,6 +29,7 @@ pub struct Vsock {
     /// The host listener while no handler owns it.
     listener: Option<UnixListener>,
     endpoint: EventLoopEndpoint,
+    faults: VsockFaults,
     active: Option<Active>,
     /// Restored from a snapshot: the next activation tells the guest its transport was reset
     /// (every connection it had is gone with the old host process).
@@ -54,9 +56,15 @@ impl Vsock {
             queue_sizes: [QUEUE_SIZE; 3],
             listener: Some(listener),
             endpoint,
+            faults: VsockFaults::none(),
             active: None,
             reset_on_activate: false,
         })
+    }
+
+    /// Applies `faults` (vsock reset rules) from the next activation on.
+    pub fn set_faults(&mut self, faults: VsockFaults) {
+        self.faults = faults;
     }
 
     /// The device configuration.
@@ -114,6 +122,8 @@ impl VirtioDevice for Vsock {
         let tx = queues.remove(TX_INDEX);
         let rx = queues.remove(RX_INDEX);
         let send_reset = std::mem::take(&mut self.reset_on_activate);
+        let mut muxer = Muxer::new(self.config.cid, self.config.uds_path.clone(), listener);
+        muxer.faults = self.faults.clone();
         let handler = Arc::new(Mutex::new(VsockEventHandler::new(VsockHandler {
             mem: ctx.mem,
             rx,
@@ -121,7 +131,7 @@ impl VirtioDevice for Vsock {
             event,
             queue_evts: ctx.queue_evts,
             interrupt: ctx.interrupt,
-            muxer: Muxer::new(self.config.cid, self.config.uds_path.clone(), listener),
+            muxer,
             send_reset,
         })));
         let subscriber: Subscriber = handler.clone();

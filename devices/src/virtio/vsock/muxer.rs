@@ -15,6 +15,7 @@ use super::connection::{Connection, OutPacket};
 use super::host_connect::{LineStatus, PendingHostConn};
 use super::packet::{Op, PacketHeader, TYPE_STREAM};
 use super::{HOST_CID, MAX_CONNECTIONS, MAX_CONTROL_BACKLOG, MAX_PENDING_HOST};
+use crate::fault::VsockFaults;
 
 /// Event tag of an accepted stream still sending its `CONNECT` line.
 pub(crate) const TAG_PENDING: u32 = 4;
@@ -56,6 +57,10 @@ pub(crate) struct Muxer {
     graveyard: Vec<OwnedFd>,
     /// How long a host CONNECT waits for the guest ([`super::CONNECT_TIMEOUT`]).
     connect_timeout: std::time::Duration,
+    /// Fault rules that may reset a connection.
+    pub(crate) faults: VsockFaults,
+    /// Guest packets on open connections so far (the fault rules' packet numbers).
+    packets_seen: u64,
 }
 
 impl Muxer {
@@ -74,6 +79,8 @@ impl Muxer {
             registered: HashMap::new(),
             graveyard: Vec::new(),
             connect_timeout: super::CONNECT_TIMEOUT,
+            faults: VsockFaults::none(),
+            packets_seen: 0,
         }
     }
 
@@ -147,8 +154,15 @@ impl Muxer {
         };
         let key = (hdr.dst_port, hdr.src_port);
         if self.conns.contains_key(&key) {
+            let n = self.packets_seen;
+            self.packets_seen += 1;
+            let reset = op != Op::Rst && self.faults.reset_connection(n, key.0, key.1);
             if let Some(conn) = self.conns.get_mut(&key) {
-                conn.on_guest_packet(op, hdr, data);
+                if reset {
+                    conn.reset();
+                } else {
+                    conn.on_guest_packet(op, hdr, data);
+                }
             }
             self.schedule(key);
             return;

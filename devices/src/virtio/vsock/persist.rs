@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{VsockConfig, VsockError};
 use super::device::Vsock;
+use crate::fault::VsockFaults;
 use crate::persist::Persist;
 use crate::virtio::EventLoopEndpoint;
 
@@ -27,6 +28,8 @@ pub struct VsockHostParts {
     pub config: VsockConfig,
     /// The event loop the handler runs on.
     pub endpoint: EventLoopEndpoint,
+    /// vsock reset rules (from the restoring host; rules are not part of a snapshot).
+    pub faults: VsockFaults,
 }
 
 impl Persist for Vsock {
@@ -43,6 +46,7 @@ impl Persist for Vsock {
 
     fn restore(parts: VsockHostParts, _state: &VsockState) -> Result<Self, VsockError> {
         let mut vsock = Vsock::new(parts.config, parts.endpoint)?;
+        vsock.set_faults(parts.faults);
         vsock.reset_on_activate = true;
         Ok(vsock)
     }

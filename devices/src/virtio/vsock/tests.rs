@@ -688,3 +688,39 @@ fn restored_device_sends_transport_reset_on_the_event_queue() {
     assert_eq!(ev.next_used(), None);
     assert!(!handler.lock().unwrap().handler.send_reset);
 }
+
+#[test]
+fn a_vsock_reset_rule_resets_the_matching_connection_and_later_ones_work() {
+    use crate::fault::{FaultEngine, FaultRules, VsockFaults};
+    let mem = guest_memory();
+    let mut h = Harness::new(&mem);
+    let engine = FaultEngine::new();
+    // The second matching guest packet resets its connection, once.
+    let rules = "[[vsock]]\nport = 52\naction = \"reset\"\nafter = 1\ncount = 1\n";
+    engine
+        .set_rules(FaultRules::from_toml(rules, "test").unwrap())
+        .unwrap();
+    h.handler.lock().unwrap().handler.muxer.faults = VsockFaults::new(engine.clone());
+    h.give_rx_buffers(32);
+    let (mut client, host_port) = h.host_connect(52, 1 << 20);
+    let (mut other, other_port) = h.host_connect(53, 1 << 20);
+    // The guest's RESPONSE for port 52 was match 0; this RW is match 1 and resets.
+    h.send(guest_hdr(Op::Rw, 52, host_port), b"lost");
+    let (rst, _) = h.expect(Op::Rst);
+    assert_eq!((rst.src_port, rst.dst_port), (host_port, 52));
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"", "the host side sees EOF, not the guest's data");
+    // Port 53 is untouched.
+    h.send(guest_hdr(Op::Rw, 53, other_port), b"fine");
+    let mut buf = [0u8; 4];
+    other.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"fine");
+    // count = 1: a new connection to port 52 works (an agent reconnecting recovers).
+    let (mut again, again_port) = h.host_connect(52, 1 << 20);
+    h.send(guest_hdr(Op::Rw, 52, again_port), b"back");
+    again.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"back");
+    assert_eq!(engine.report().vsock[0].counters.hits, 1);
+    assert_eq!(h.connections(), 2);
+}
