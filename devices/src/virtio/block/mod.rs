@@ -7,6 +7,8 @@ mod device;
 mod fault_tests;
 pub mod handler;
 mod persist;
+#[cfg(test)]
+mod persist_tests;
 pub mod request;
 #[cfg(test)]
 pub(crate) mod tests;
