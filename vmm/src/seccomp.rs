@@ -295,4 +295,71 @@ mod tests {
         assert!(libc::WIFEXITED(status));
         assert_eq!(libc::WEXITSTATUS(status), 159);
     }
+
+    /// Writes a write cache holding unflushed data (some of it spilled to its file) back to
+    /// its image under `role`'s filter, in a child process; returns the child's exit status
+    /// (159: a syscall was blocked) and the image afterwards.
+    fn write_back_under(role: ThreadRole, power_cut: bool) -> (i32, Vec<u8>) {
+        use devices::virtio::block::backend::{BlockBackend, GuestSlice, RawFile, WriteCache};
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, vec![0u8; 64 << 10]).unwrap();
+        let raw = RawFile::open(&image, false).unwrap();
+        let spill = tempfile::tempfile().unwrap();
+        // One block in memory, the rest spilled.
+        let mut cache = WriteCache::new(Box::new(raw), spill, 4096);
+        for block in 0..4u64 {
+            let mut data = vec![block as u8 + 1; 4096];
+            cache
+                .write(block * 4096, &[GuestSlice::from(&mut data[..])])
+                .unwrap();
+        }
+        let handle = cache.handle();
+        let prog = filter_for(role).unwrap();
+        // SAFETY: the child applies a filter, writes the cache back and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            install_sigsys_reporter();
+            let ok = seccompiler::apply_filter(&prog).is_ok()
+                && if power_cut {
+                    handle.power_cut(0, 0, 1.0).is_ok()
+                } else {
+                    handle.flush().is_ok()
+                };
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+        let after = std::fs::read(&image).unwrap();
+        // This process's copy of the cache must not write anything back when dropped.
+        handle.power_cut(0, 0, 0.0).unwrap();
+        drop((cache, handle));
+        (libc::WEXITSTATUS(status), after)
+    }
+
+    /// An orderly end (main thread), a snapshot and a power cut (API thread) write a write
+    /// cache back under their threads' filters: spill reads, image writes and syncs pass.
+    #[test]
+    fn cache_write_back_passes_the_main_and_api_filters() {
+        for (role, power_cut) in [
+            (ThreadRole::Main, false),
+            (ThreadRole::Api, false),
+            (ThreadRole::Api, true),
+        ] {
+            let (code, image) = write_back_under(role, power_cut);
+            assert_eq!(code, 0, "{role:?} (power cut: {power_cut})");
+            for block in 0..4usize {
+                assert!(
+                    image[block * 4096..(block + 1) * 4096]
+                        .iter()
+                        .all(|&b| b == block as u8 + 1),
+                    "{role:?}: block {block} not written back"
+                );
+            }
+        }
+        // A vCPU thread may not write disks: the same write-back traps there.
+        assert_eq!(write_back_under(ThreadRole::Vcpu, false).0, 159);
+    }
 }
