@@ -123,8 +123,9 @@ impl RestoreConfig {
     }
 }
 
-/// A disk override keeps the saved disk's cache mode: the guest was told how its writes are
-/// cached. An override naming write-back for a write-through disk is refused.
+/// A disk override keeps the saved disk's cache mode: it is part of the machine the snapshot
+/// describes (what a power cut may take from the guest), not of the host's choice of file.
+/// An override naming write-back for a write-through disk is refused.
 fn with_saved_cache(new: &DiskConfig, saved: &DiskConfig) -> Result<DiskConfig, Error> {
     if new.cache != saved.cache && new.cache != CacheMode::default() {
         return Err(Error::Config(format!(
