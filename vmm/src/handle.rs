@@ -112,7 +112,9 @@ impl VmHandle {
     }
 
     /// Snapshots the paused VM into the new directory `dir` (see [`crate::snapshot`]); the VM
-    /// stays paused. Restore it with [`crate::restore`] or `vmm --restore DIR`.
+    /// stays paused. Restore it with [`crate::restore`] or `vmm --restore DIR`. Disks with a
+    /// write cache are written back to their images first; requests a fault delay holds back
+    /// are saved and complete after a restore; fault rules are not saved (`FAULTS.md`).
     ///
     /// ```no_run
     /// use vmm::snapshot::SnapshotKind;
