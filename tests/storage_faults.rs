@@ -99,9 +99,8 @@ fn storage_faults_seen_by_a_debian_guest() {
         cpus: 1,
         disks: vec![format!("{},cache=writeback", disk.display())],
         nets: vec![format!("switch={}", switch_path.display())],
+        // Guest::start gives the control socket (`sock`, in the scratch directory).
         extra_args: vec![
-            "--api-sock".into(),
-            sock.display().to_string(),
             "--faults".into(),
             rules.display().to_string(),
             "--fault-log".into(),
@@ -109,6 +108,7 @@ fn storage_faults_seen_by_a_debian_guest() {
         ],
     };
     let mut guest = Guest::start(&vmm, &spec, &dir.0);
+    assert_eq!(guest.api_sock, sock);
     e2e::runtime().block_on(async {
         let agent = guest.agent(Duration::from_secs(180)).await;
 

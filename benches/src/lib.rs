@@ -2,6 +2,10 @@
 //! the freshly built release binaries.
 
 pub mod nested;
+pub mod pvh;
+pub mod qemu_monitor;
+
+pub use pvh::pvh_elf;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -38,7 +38,7 @@ const AREA: u64 = 96 << 20;
 
 /// The driver side of one device's queue in its own area of guest memory.
 struct Driver {
-    mem: GuestMemoryMmap,
+    mem: devices::GuestMemory,
     base: u64,
     avail_idx: u16,
 }
@@ -96,7 +96,7 @@ fn stack(
     name: &'static str,
     index: u64,
     path: &std::path::Path,
-    mem: &GuestMemoryMmap,
+    mem: &devices::GuestMemory,
     layer: impl FnOnce(RawFile) -> Box<dyn BlockBackend>,
 ) -> Stack {
     let raw = RawFile::open(path, false).unwrap();
@@ -208,7 +208,8 @@ fn main() {
     f.set_len(IMAGE_BYTES).unwrap();
     drop(f);
 
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (4 * AREA) as usize)]).unwrap();
+    let mem: devices::GuestMemory =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (4 * AREA) as usize)]).unwrap();
     let armed_elsewhere = FaultEngine::new();
     armed_elsewhere
         .set_rules(

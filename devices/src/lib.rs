@@ -14,7 +14,10 @@ pub mod fault;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod legacy;
+pub mod persist;
 pub mod virtio;
 
 /// Guest memory as every device sees it.
-pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+/// Pages written through it are marked in a per-region bitmap, so diff snapshots include
+/// what devices wrote (KVM's dirty log only sees the guest's own writes).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;

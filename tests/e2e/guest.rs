@@ -25,14 +25,75 @@ pub struct Guest {
     child: Child,
     pub vsock_uds: PathBuf,
     pub serial: PathBuf,
+    /// The control API socket.
+    pub api_sock: PathBuf,
     pub started: Instant,
 }
 
 impl Guest {
+    /// Restores the snapshot `snapshot` in a new `vmm` process whose sockets and log go in
+    /// `dir` (vsock, serial and API socket are always overridden); `extra` adds more
+    /// overrides (`--disk`, `--net`).
+    pub fn restore(vmm: &Path, snapshot: &Path, dir: &Path, extra: &[String]) -> Guest {
+        std::fs::create_dir_all(dir).unwrap();
+        let vsock_uds = dir.join("vsock.sock");
+        let serial = dir.join("serial.log");
+        let api_sock = dir.join("api.sock");
+        let mut cmd = Command::new(vmm);
+        cmd.arg("--restore")
+            .arg(snapshot)
+            .arg("--vsock")
+            .arg(format!("cid=3,uds={}", vsock_uds.display()))
+            .arg("--serial")
+            .arg(&serial)
+            .arg("--api-sock")
+            .arg(&api_sock)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let started = Instant::now();
+        let child = cmd.spawn().expect("vmm starts");
+        Guest {
+            child,
+            vsock_uds,
+            serial,
+            api_sock,
+            started,
+        }
+    }
+
+    /// One control API request; the reply as JSON.
+    pub fn api(&mut self, request: &str) -> serde_json::Value {
+        use std::io::{BufRead, BufReader, Write};
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut conn = loop {
+            match std::os::unix::net::UnixStream::connect(&self.api_sock) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > end => self.fail(&format!("API socket: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(600)))
+            .unwrap();
+        writeln!(conn, "{request}").unwrap();
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line).unwrap();
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| self.fail(&format!("API reply {line:?}: {e}")))
+    }
+
+    /// Kills the `vmm` process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Starts `vmm` with `spec`; sockets and logs go in `dir`.
     pub fn start(vmm: &Path, spec: &GuestSpec, dir: &Path) -> Guest {
         let vsock_uds = dir.join("vsock.sock");
         let serial = dir.join("serial.log");
+        let api_sock = dir.join("api.sock");
         let mut cmd = Command::new(vmm);
         cmd.arg("--kernel")
             .arg(&spec.kernel)
@@ -45,6 +106,8 @@ impl Guest {
             .arg(format!("cid=3,uds={}", vsock_uds.display()))
             .arg("--serial")
             .arg(&serial)
+            .arg("--api-sock")
+            .arg(&api_sock)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
@@ -61,6 +124,7 @@ impl Guest {
             child,
             vsock_uds,
             serial,
+            api_sock,
             started,
         }
     }
@@ -70,7 +134,7 @@ impl Guest {
         String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into()
     }
 
-    fn fail(&mut self, what: &str) -> ! {
+    pub fn fail(&mut self, what: &str) -> ! {
         let console = self.console();
         let tail: Vec<&str> = console.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();

@@ -1,20 +1,24 @@
-//! Builds a disk: its backend stack (fault rules, and a write cache with `cache=writeback`)
-//! under a virtio-blk device, its write cache registered for power cuts.
+//! Builds a disk, at boot from its configuration or at restore from its saved state: the
+//! same backend stack either way (fault rules, and a write cache with `cache=writeback`,
+//! over the image) under a virtio-blk device, its write cache registered for power cuts.
+
+use devices::persist::Persist;
+use devices::virtio::block::{Block, BlockConfig, BlockHostParts, BlockSavedState};
+use devices::virtio::EventLoopEndpoint;
 
 use crate::config::DiskConfig;
 use crate::faults::VmFaults;
 use crate::Error;
 
-/// A disk with its backend stack (fault rules, and a write cache with `cache=writeback`),
-/// its cache registered for power cuts.
+/// Disk `index` as configured, for a boot.
 pub(crate) fn build_disk(
     index: usize,
     disk: &DiskConfig,
-    endpoint: &devices::virtio::EventLoopEndpoint,
+    endpoint: &EventLoopEndpoint,
     faults: &VmFaults,
-) -> Result<devices::virtio::block::Block, Error> {
-    let dev = devices::virtio::block::Block::new(
-        devices::virtio::block::BlockConfig {
+) -> Result<Block, Error> {
+    let dev = Block::new(
+        BlockConfig {
             path: disk.path.clone(),
             read_only: disk.read_only,
             id: disk
@@ -27,6 +31,37 @@ pub(crate) fn build_disk(
         faults.block(index),
     )
     .map_err(|e| Error::Config(format!("disk {}: {e}", disk.path.display())))?;
+    faults.add_disk(dev.cache().cloned());
+    Ok(dev)
+}
+
+/// Disk `index` from its saved state, over the image and cache mode of `disk` (the saved
+/// configuration with the restore's overrides), for a restore.
+pub(crate) fn restore_disk(
+    index: usize,
+    disk: &DiskConfig,
+    saved: &BlockSavedState,
+    endpoint: &EventLoopEndpoint,
+    faults: &VmFaults,
+) -> Result<Block, Error> {
+    if disk.read_only != saved.device.read_only {
+        return Err(Error::Config(format!(
+            "--disk {disk}: the snapshot's disk {index} was {}; keep it so",
+            if saved.device.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        )));
+    }
+    let parts = BlockHostParts {
+        path: disk.path.clone(),
+        cache: disk.cache,
+        faults: faults.block(index),
+        endpoint: Some(endpoint.clone()),
+    };
+    let dev = Block::restore(parts, saved)
+        .map_err(|e| Error::Config(format!("disk {}: {e}", disk.path.display())))?;
     faults.add_disk(dev.cache().cloned());
     Ok(dev)
 }

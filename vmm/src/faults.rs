@@ -1,7 +1,12 @@
 //! The VM's fault injection: one rule engine shared by every device and the control API
 //! (`set_faults`, `faults`), rules from `--faults FILE` checked against the VM's devices,
 //! the fault log, and the disks' write caches for `power_cut`. See `FAULTS.md`.
+//!
+//! Rules, seed and counters are host configuration, not machine state: a snapshot does not
+//! hold them, and a restored VM starts with the rules of its own `--faults` (none without),
+//! counters at zero.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use devices::fault::{
@@ -10,7 +15,6 @@ use devices::fault::{
 use devices::virtio::block::backend::{CacheHandle, PowerCutReport};
 use serde::{Deserialize, Serialize};
 
-use crate::config::VmConfig;
 use crate::Error;
 
 /// What a power cut did to the VM's disks.
@@ -45,22 +49,27 @@ pub struct VmFaults {
 }
 
 impl VmFaults {
-    /// Loads `config.faults` (checked against the configured disks and NICs) and opens
-    /// `config.fault_log`.
-    pub fn new(config: &VmConfig) -> Result<Self, Error> {
+    /// Loads the rules file `rules` (checked against a VM of `disks` disks and `nics` NICs)
+    /// and opens the fault log `log`; both are optional.
+    pub fn new(
+        rules: Option<&Path>,
+        log: Option<&Path>,
+        disks: usize,
+        nics: usize,
+    ) -> Result<Self, Error> {
         let engine = FaultEngine::new();
-        if let Some(path) = &config.fault_log {
+        if let Some(path) = log {
             engine
                 .log_to(path)
                 .map_err(|e| Error::Config(format!("--fault-log {}: {e}", path.display())))?;
         }
         let faults = VmFaults {
             engine,
-            disks: config.disks.len(),
-            nics: config.nets.len(),
+            disks,
+            nics,
             caches: Mutex::new(Vec::new()),
         };
-        if let Some(path) = &config.faults {
+        if let Some(path) = rules {
             let origin = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(format!(

@@ -19,6 +19,30 @@
 //! assert_eq!(reason, ExitReason::PowerOff);
 //! ```
 //!
+//! A paused VM can be saved with [`VmHandle::snapshot`] and brought back, in this or any
+//! other process and as often as wanted, with [`restore`]:
+//!
+//! ```no_run
+//! use vmm::snapshot::SnapshotKind;
+//!
+//! # let vm = vmm::start(vmm::VmConfig::new("/path/to/vmlinux")).unwrap();
+//! let handle = vm.handle();
+//! handle.pause();
+//! let info = handle.snapshot("/tmp/snap", SnapshotKind::Full).expect("snapshot");
+//! handle.shutdown();
+//! vm.wait();
+//!
+//! // Two forks of the same snapshot, each with its own console.
+//! let forks: Vec<vmm::Vmm> = (0..2)
+//!     .map(|i| {
+//!         let mut rc = vmm::RestoreConfig::new(&info.dir);
+//!         rc.serial = Some(vmm::config::SerialOutput::File(format!("/tmp/fork{i}.log").into()));
+//!         vmm::restore(rc).expect("restore")
+//!     })
+//!     .collect();
+//! # drop(forks);
+//! ```
+//!
 //! The `vmm` binary is a thin CLI over this library; the control socket (`--api-sock`) speaks
 //! the JSON protocol in `API.md` and maps onto [`VmHandle`].
 
@@ -33,13 +57,14 @@ pub mod exit;
 pub mod faults;
 pub mod handle;
 pub mod seccomp;
+pub mod snapshot;
 pub mod tiny_guest;
 pub mod vstate;
 
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
-pub use builder::start;
+pub use builder::{restore, start, RestoreConfig};
 pub use config::VmConfig;
 pub use exit::ExitReason;
 pub use handle::{VmHandle, VmStatus};
@@ -59,6 +84,8 @@ pub enum Error {
     Device(#[from] device_manager::DeviceError),
     #[error("VM setup failed: {0}")]
     Setup(String),
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// A running VM. Dropping it without [`wait`](Vmm::wait) stops the VM.
@@ -69,7 +96,7 @@ pub struct Vmm {
     event_loop: Option<event_loop::RunningEventLoop>,
     api: Option<api::ApiServer>,
     _mem: vstate::memory::GuestMemory,
-    _vm: vstate::vm::Vm,
+    _vm: std::sync::Arc<vstate::vm::Vm>,
     // Last: unmapped only after the VM and every user of `_mem` are gone.
     _host_mappings: vstate::memory::HostMappings,
 }
@@ -101,6 +128,18 @@ impl Vmm {
         for t in self.vcpu_threads.drain(..) {
             let _ = t.join();
         }
+        // No snapshot may read guest memory once it is being unmapped.
+        let source = self
+            .handle
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(s) = &source {
+            s.devices.flush_serial();
+        }
+        drop(source);
         if let Some(l) = self.event_loop.take() {
             l.stop();
         }

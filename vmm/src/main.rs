@@ -50,6 +50,15 @@ struct Cli {
     /// Read settings from a TOML file; flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Restore the snapshot in DIR instead of booting (DIR is only read). --serial,
+    /// --api-sock, --disk (all, in order; each keeps its saved cache mode), --net (all, in
+    /// order) and --vsock replace the saved host-side parts; the machine itself comes from the
+    /// snapshot. Fault rules are not in a snapshot: --faults and --fault-log apply afresh.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem", "cpus", "config"])]
+    restore: Option<PathBuf>,
+    /// With --restore: leave the VM paused until a `resume` request.
+    #[arg(long, requires = "restore")]
+    paused: bool,
     /// Turn seccomp filters off (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -107,6 +116,23 @@ fn build_config(cli: Cli) -> Result<VmConfig, String> {
     Ok(cfg)
 }
 
+/// `--restore DIR` with the host-side parts given on the command line, which replace the
+/// snapshot's saved ones.
+fn restore_config(cli: Cli, dir: PathBuf) -> vmm::RestoreConfig {
+    vmm::RestoreConfig {
+        dir,
+        paused: cli.paused,
+        serial: cli.serial,
+        api_sock: cli.api_sock,
+        disks: cli.disk,
+        nets: cli.net,
+        vsock: cli.vsock,
+        faults: cli.faults,
+        fault_log: cli.fault_log,
+        seccomp: !cli.no_seccomp,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = cli
@@ -120,23 +146,28 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    let cfg = match build_config(cli) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vmm: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let seccomp = cfg.seccomp;
-    // Before start: a SIGTERM that comes as soon as the API socket exists must be handled,
-    // not kill the process with its default action.
+    // Before the VM (and its API socket) exists: a SIGTERM that comes as soon as the API
+    // socket appears must be handled, not kill the process with its default action.
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .map_err(|e| tracing::warn!("cannot handle SIGINT/SIGTERM: {e}"))
     .ok();
-    let vmm = match vmm::start(cfg) {
+    let (seccomp, vmm) = match cli.restore.clone() {
+        Some(dir) => {
+            let rc = restore_config(cli, dir);
+            (rc.seccomp, vmm::restore(rc))
+        }
+        None => match build_config(cli) {
+            Ok(cfg) => (cfg.seccomp, vmm::start(cfg)),
+            Err(e) => {
+                eprintln!("vmm: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let vmm = match vmm {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vmm: {e}");

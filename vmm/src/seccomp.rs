@@ -95,12 +95,6 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_dup,
         ],
         ThreadRole::Api => &[
-            // power_cut: surviving cache blocks are read from the spill file and written
-            // to the disk image.
-            libc::SYS_pread64,
-            libc::SYS_pwrite64,
-            libc::SYS_pwritev,
-            libc::SYS_fdatasync,
             libc::SYS_accept4,
             libc::SYS_accept,
             libc::SYS_recvfrom,
@@ -108,11 +102,29 @@ fn role_syscalls(role: ThreadRole) -> &'static [i64] {
             libc::SYS_shutdown,
             libc::SYS_poll,
             libc::SYS_ppoll,
-        ],
-        ThreadRole::Main => &[
-            // An orderly end writes write caches back to their disk images.
+            // Snapshots run on this thread: KVM state and dirty log (ioctl), the pagemap
+            // (pread64), the memory file (ftruncate, pwrite64, fsync), the snapshot directory
+            // (mkdir, renameat2; a failed or stale one is removed: getdents64) and the
+            // parent's canonical path (readlink).
+            libc::SYS_ioctl,
             libc::SYS_pread64,
             libc::SYS_pwrite64,
+            libc::SYS_ftruncate,
+            libc::SYS_fsync,
+            libc::SYS_mkdir,
+            libc::SYS_readlink,
+            libc::SYS_getdents64,
+            libc::SYS_renameat2,
+            // Write caches are written back to their images before a snapshot, and a
+            // power_cut writes the blocks that survive: spill-file reads (pread64, above),
+            // image writes (pwritev) and syncs (fdatasync).
+            libc::SYS_pwritev,
+            libc::SYS_fdatasync,
+        ],
+        ThreadRole::Main => &[
+            // An orderly end writes write caches back to their disk images: spill-file reads
+            // (pread64), image writes (pwritev) and syncs (fdatasync).
+            libc::SYS_pread64,
             libc::SYS_pwritev,
             libc::SYS_fdatasync,
             libc::SYS_shutdown,
@@ -137,6 +149,30 @@ fn read_only_open() -> Result<SeccompRule, seccompiler::BackendError> {
     )?])
 }
 
+/// openat(2) with exactly `flags`.
+fn open_with(flags: i32) -> Result<SeccompRule, seccompiler::BackendError> {
+    SeccompRule::new(vec![SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        flags as u64,
+    )?])
+}
+
+/// The opens a snapshot makes on the API thread: its new files (create-exclusive), the
+/// directories it fsyncs, and the directory walk that removes a failed attempt.
+fn snapshot_opens() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let cloexec = libc::O_CLOEXEC;
+    [
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | cloexec,
+        libc::O_RDONLY | libc::O_DIRECTORY | cloexec,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | cloexec,
+    ]
+    .into_iter()
+    .map(open_with)
+    .collect()
+}
+
 /// Builds the BPF program for `role`.
 pub fn filter_for(role: ThreadRole) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
@@ -144,7 +180,11 @@ pub fn filter_for(role: ThreadRole) -> Result<BpfProgram, seccompiler::BackendEr
         .chain(role_syscalls(role))
         .map(|&nr| (nr, vec![]))
         .collect();
-    rules.insert(libc::SYS_openat, vec![read_only_open()?]);
+    let mut opens = vec![read_only_open()?];
+    if role == ThreadRole::Api {
+        opens.extend(snapshot_opens()?);
+    }
+    rules.insert(libc::SYS_openat, opens);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Trap,
@@ -254,5 +294,72 @@ mod tests {
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status));
         assert_eq!(libc::WEXITSTATUS(status), 159);
+    }
+
+    /// Writes a write cache holding unflushed data (some of it spilled to its file) back to
+    /// its image under `role`'s filter, in a child process; returns the child's exit status
+    /// (159: a syscall was blocked) and the image afterwards.
+    fn write_back_under(role: ThreadRole, power_cut: bool) -> (i32, Vec<u8>) {
+        use devices::virtio::block::backend::{BlockBackend, GuestSlice, RawFile, WriteCache};
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, vec![0u8; 64 << 10]).unwrap();
+        let raw = RawFile::open(&image, false).unwrap();
+        let spill = tempfile::tempfile().unwrap();
+        // One block in memory, the rest spilled.
+        let mut cache = WriteCache::new(Box::new(raw), spill, 4096);
+        for block in 0..4u64 {
+            let mut data = vec![block as u8 + 1; 4096];
+            cache
+                .write(block * 4096, &[GuestSlice::from(&mut data[..])])
+                .unwrap();
+        }
+        let handle = cache.handle();
+        let prog = filter_for(role).unwrap();
+        // SAFETY: the child applies a filter, writes the cache back and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            install_sigsys_reporter();
+            let ok = seccompiler::apply_filter(&prog).is_ok()
+                && if power_cut {
+                    handle.power_cut(0, 0, 1.0).is_ok()
+                } else {
+                    handle.flush().is_ok()
+                };
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+        let after = std::fs::read(&image).unwrap();
+        // This process's copy of the cache must not write anything back when dropped.
+        handle.power_cut(0, 0, 0.0).unwrap();
+        drop((cache, handle));
+        (libc::WEXITSTATUS(status), after)
+    }
+
+    /// An orderly end (main thread), a snapshot and a power cut (API thread) write a write
+    /// cache back under their threads' filters: spill reads, image writes and syncs pass.
+    #[test]
+    fn cache_write_back_passes_the_main_and_api_filters() {
+        for (role, power_cut) in [
+            (ThreadRole::Main, false),
+            (ThreadRole::Api, false),
+            (ThreadRole::Api, true),
+        ] {
+            let (code, image) = write_back_under(role, power_cut);
+            assert_eq!(code, 0, "{role:?} (power cut: {power_cut})");
+            for block in 0..4usize {
+                assert!(
+                    image[block * 4096..(block + 1) * 4096]
+                        .iter()
+                        .all(|&b| b == block as u8 + 1),
+                    "{role:?}: block {block} not written back"
+                );
+            }
+        }
+        // A vCPU thread may not write disks: the same write-back traps there.
+        assert_eq!(write_back_under(ThreadRole::Vcpu, false).0, 159);
     }
 }

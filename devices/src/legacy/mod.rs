@@ -10,10 +10,10 @@ pub mod i8042;
 pub mod rtc;
 pub mod serial;
 
-pub use acpi_pm::AcpiPmDevice;
-pub use i8042::I8042;
-pub use rtc::Rtc;
-pub use serial::SerialDevice;
+pub use acpi_pm::{AcpiPmDevice, AcpiPmHostParts};
+pub use i8042::{I8042HostParts, I8042State, I8042};
+pub use rtc::{Rtc, RtcState};
+pub use serial::{SerialDevice, SerialDeviceState, SerialHostParts};
 
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_superio::Trigger;

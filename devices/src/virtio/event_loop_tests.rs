@@ -17,11 +17,11 @@ use super::test_utils::{
 use super::INT_VRING;
 use crate::fault::BlockFaults;
 
-fn w(t: &mut MmioTransport, off: u64, v: u32) {
+fn w<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>, off: u64, v: u32) {
     t.mmio_write(MmioAddress(0), off, &v.to_le_bytes());
 }
 
-fn r(t: &mut MmioTransport, off: u64) -> u32 {
+fn r<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>, off: u64) -> u32 {
     let mut b = [0u8; 4];
     t.mmio_read(MmioAddress(0), off, &mut b);
     u32::from_le_bytes(b)

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{MutEventSubscriber, RemoteEndpoint};
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemory;
@@ -14,13 +14,9 @@ pub mod block;
 #[cfg(test)]
 mod event_loop_tests;
 pub mod mmio;
-#[cfg(test)]
-mod mmio_tests;
 pub mod net;
 pub mod queue_handler;
 pub mod rng;
-#[cfg(test)]
-mod rng_tests;
 #[cfg(test)]
 pub(crate) mod test_utils;
 pub mod timer_queue;
@@ -87,6 +83,15 @@ impl VirtioInterrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Restores the `InterruptStatus` register; any pending bit is raised again, since a
+    /// repeated interrupt is harmless and a lost one can hang the driver.
+    pub fn restore_status(&self, bits: u32) {
+        self.status.store(0, Ordering::SeqCst);
+        if bits != 0 {
+            self.signal(bits);
+        }
+    }
+
     /// The guest wrote `InterruptACK`.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
@@ -140,6 +145,37 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
     /// Stops the device's handler and forgets the queues (driver wrote status 0).
     fn reset(&mut self);
+    /// The queues as the running device has them now (ring positions included), in queue
+    /// order; `None` while the device is not activated. Read for snapshots, with the event
+    /// loop parked so no handler moves them meanwhile.
+    fn live_queues(&self) -> Option<Vec<QueueState>>;
+}
+
+impl<T: VirtioDevice + ?Sized> VirtioDevice for Box<T> {
+    fn device_type(&self) -> u32 {
+        (**self).device_type()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        (**self).queue_max_sizes()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        (**self).read_config(offset, data)
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        (**self).write_config(offset, data)
+    }
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        (**self).activate(ctx)
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+    fn live_queues(&self) -> Option<Vec<QueueState>> {
+        (**self).live_queues()
+    }
 }
 
 /// Adds a device handler to the running event loop (from a vCPU thread, during activation).

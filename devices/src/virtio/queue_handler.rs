@@ -2,12 +2,15 @@
 //! notification event fd, walk the available ring, hand each descriptor chain to a
 //! device-specific [`ChainProcessor`], publish the used entries and raise the interrupt.
 //! A processor may ask for a chain's completion to be held back ([`Used::delay`]): it then
-//! waits in a [`TimerQueue`] and a timer on the event loop publishes it later.
+//! waits in a [`TimerQueue`] and a timer on the event loop publishes it later. A snapshot
+//! saves the completions still held back ([`HeldCompletion`]) and a restore holds them back
+//! again for the time they had left, so none is lost.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberId};
+use serde::{Deserialize, Serialize};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -39,6 +42,21 @@ impl Used {
         }
     }
 }
+
+/// A completion held back when its device was saved. The chain was carried out (its data is
+/// in guest memory or on the disk); only its used entry is still to be published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCompletion {
+    /// Head of the chain.
+    pub head: u16,
+    /// Used length.
+    pub len: u32,
+    /// How long it still had to wait.
+    pub remaining: Duration,
+}
+
+/// Longest wait a restored completion may have left: the longest fault delay.
+const MAX_HELD: Duration = Duration::from_millis(crate::fault::rules::MAX_DELAY_MS);
 
 /// Device-specific handling of one descriptor chain.
 pub trait ChainProcessor: Send {
@@ -126,6 +144,60 @@ impl<P: ChainProcessor> QueueHandler<P> {
     /// Number of completions waiting for their delay.
     pub fn deferred_count(&self) -> usize {
         self.deferred.len()
+    }
+
+    /// The completions held back now, earliest first, with the time each has left (for a
+    /// snapshot, taken while the event loop is parked so none is published meanwhile).
+    pub fn held_completions(&self) -> Vec<HeldCompletion> {
+        let now = Instant::now();
+        self.deferred
+            .pending()
+            .into_iter()
+            .map(|(due, &(head, len))| HeldCompletion {
+                head,
+                len,
+                remaining: due.saturating_duration_since(now),
+            })
+            .collect()
+    }
+
+    /// Holds back `held` (saved with the device) again, each for the time it had left. A
+    /// list that no device state could hold (more entries than the queue has, a head outside
+    /// it, a wait longer than any fault delay) is refused and nothing is held.
+    pub fn restore_held(&mut self, held: &[HeldCompletion]) -> Result<(), String> {
+        let size = self.queue.size();
+        if held.len() > usize::from(size) {
+            return Err(format!(
+                "{} held completions for a queue of {size}",
+                held.len()
+            ));
+        }
+        if let Some(bad) = held
+            .iter()
+            .find(|h| h.head >= size || h.remaining > MAX_HELD)
+        {
+            return Err(format!(
+                "held completion of chain {} ({:?} left) does not fit a queue of {size}",
+                bad.head, bad.remaining
+            ));
+        }
+        let now = Instant::now();
+        let mut completed = 0;
+        for h in held {
+            if self
+                .deferred
+                .push(now + h.remaining, (h.head, h.len))
+                .is_err()
+            {
+                // No timer to wait with: complete it now rather than never.
+                self.queue
+                    .add_used(&self.mem, h.head, h.len)
+                    .map_err(|e| format!("cannot complete held chain {}: {e}", h.head))?;
+                completed += 1;
+            }
+        }
+        self.notify(completed);
+        Ok(())
     }
 
     /// Publishes every held-back completion whose time has come; returns how many.
@@ -249,6 +321,18 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
         processor: P,
         endpoint: Option<&EventLoopEndpoint>,
     ) -> Result<Self, ActivateError> {
+        Self::start_restored(ctx, processor, &[], endpoint)
+    }
+
+    /// Like [`RunningQueue::start`], for a restored device: the completions it held back
+    /// when saved are held back again (for the time they had left) before the handler joins
+    /// the event loop.
+    pub fn start_restored(
+        ctx: ActivateContext,
+        processor: P,
+        held: &[HeldCompletion],
+        endpoint: Option<&EventLoopEndpoint>,
+    ) -> Result<Self, ActivateError> {
         let ActivateContext {
             mem,
             queues,
@@ -272,9 +356,11 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
         if !queue.ready() {
             return Err(ActivateError::Backend("queue 0 is not ready".into()));
         }
-        let handler = Arc::new(Mutex::new(QueueHandler::new(
-            mem, queue, evt, interrupt, processor,
-        )));
+        let mut handler = QueueHandler::new(mem, queue, evt, interrupt, processor);
+        handler
+            .restore_held(held)
+            .map_err(|why| ActivateError::Backend(format!("restored queue: {why}")))?;
+        let handler = Arc::new(Mutex::new(handler));
         let registration = match endpoint {
             Some(endpoint) => {
                 let id = add_to_event_loop(endpoint, handler.clone())?;
@@ -291,6 +377,16 @@ impl<P: ChainProcessor + 'static> RunningQueue<P> {
     /// Locks the handler (to process the queue on this thread when there is no event loop).
     pub fn lock(&self) -> MutexGuard<'_, QueueHandler<P>> {
         self.handler.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue as the handler has it now (ring positions included).
+    pub fn queue_state(&self) -> virtio_queue::QueueState {
+        self.lock().queue.state()
+    }
+
+    /// The completions held back now (see [`QueueHandler::held_completions`]).
+    pub fn held_completions(&self) -> Vec<HeldCompletion> {
+        self.lock().held_completions()
     }
 
     /// Removes the handler from the event loop; the queue is dropped with it.

@@ -236,3 +236,59 @@ impl Drop for EventLoop {
         }
     }
 }
+
+/// Brings `t` up through its registers as a guest driver does: every offered feature, queue
+/// 0 over `d`'s rings (its full size), then `DRIVER_OK`, which activates the device.
+pub fn bring_up<D: super::VirtioDevice>(t: &mut super::mmio::MmioTransport<D>, d: &Driver) {
+    use virtio_bindings::bindings::virtio_config::{
+        VIRTIO_CONFIG_S_ACKNOWLEDGE as ACK, VIRTIO_CONFIG_S_DRIVER as DRIVER,
+        VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
+    };
+    use vm_device::bus::MmioAddress;
+    use vm_device::MutDeviceMmio;
+    // Register offsets of virtio-mmio version 2 (spec 4.2.2).
+    const DEVICE_FEATURES: u64 = 0x10;
+    const DEVICE_FEATURES_SEL: u64 = 0x14;
+    const DRIVER_FEATURES: u64 = 0x20;
+    const DRIVER_FEATURES_SEL: u64 = 0x24;
+    const QUEUE_SEL: u64 = 0x30;
+    const QUEUE_NUM: u64 = 0x38;
+    const QUEUE_READY: u64 = 0x44;
+    const STATUS: u64 = 0x70;
+    const QUEUE_DESC: u64 = 0x80;
+    const QUEUE_DRIVER: u64 = 0x90;
+    const QUEUE_DEVICE: u64 = 0xa0;
+    let mut w = |off: u64, v: u32| t.mmio_write(MmioAddress(0), off, &v.to_le_bytes());
+    w(STATUS, ACK);
+    w(STATUS, ACK | DRIVER);
+    let mut features = [0u32; 2];
+    for (sel, f) in features.iter_mut().enumerate() {
+        t.mmio_write(
+            MmioAddress(0),
+            DEVICE_FEATURES_SEL,
+            &(sel as u32).to_le_bytes(),
+        );
+        let mut b = [0u8; 4];
+        t.mmio_read(MmioAddress(0), DEVICE_FEATURES, &mut b);
+        *f = u32::from_le_bytes(b);
+    }
+    let mut w = |off: u64, v: u32| t.mmio_write(MmioAddress(0), off, &v.to_le_bytes());
+    for (sel, f) in features.iter().enumerate() {
+        w(DRIVER_FEATURES_SEL, sel as u32);
+        w(DRIVER_FEATURES, *f);
+    }
+    w(STATUS, ACK | DRIVER | FEATURES_OK);
+    w(QUEUE_SEL, 0);
+    w(QUEUE_NUM, u32::from(d.size));
+    for (off, addr) in [
+        (QUEUE_DESC, d.mock.desc_table_addr().0),
+        (QUEUE_DRIVER, d.mock.avail_addr().0),
+        (QUEUE_DEVICE, d.used_addr().0),
+    ] {
+        w(off, addr as u32);
+        w(off + 4, (addr >> 32) as u32);
+    }
+    w(QUEUE_READY, 1);
+    w(STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    assert!(t.state().activated, "the device did not activate");
+}

@@ -112,6 +112,14 @@ impl<T> TimerQueue<T> {
         due
     }
 
+    /// Every waiting item with its due time, earliest first (items due at the same instant
+    /// in arrival order). Nothing is taken out.
+    pub fn pending(&self) -> Vec<(Instant, &T)> {
+        let mut all: Vec<&Pending<T>> = self.heap.iter().map(|Reverse(p)| p).collect();
+        all.sort();
+        all.into_iter().map(|p| (p.due, &p.item)).collect()
+    }
+
     /// When the earliest item is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse(p)| p.due)
@@ -167,5 +175,19 @@ mod tests {
         assert_eq!(q.take_due(t0 + Duration::from_millis(10)), ["a"]);
         assert_eq!(q.take_due(t0 + Duration::from_millis(40)), ["b", "c"]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn pending_lists_everything_in_due_order_without_taking_it() {
+        let mut q = TimerQueue::new();
+        let t0 = Instant::now() + Duration::from_secs(60);
+        q.push(t0 + Duration::from_millis(30), "b").unwrap();
+        q.push(t0 + Duration::from_millis(10), "a").unwrap();
+        q.push(t0 + Duration::from_millis(30), "c").unwrap();
+        let pending = q.pending();
+        let items: Vec<&str> = pending.iter().map(|(_, i)| **i).collect();
+        assert_eq!(items, ["a", "b", "c"]);
+        assert_eq!(pending[0].0, t0 + Duration::from_millis(10));
+        assert_eq!(q.len(), 3);
     }
 }

@@ -83,7 +83,9 @@ pub fn lz4_legacy_decode(stream: &[u8], expected: usize) -> Result<Vec<u8>, Stri
             .map_err(|e| format!("LZ4 chunk at byte {}: {e}", stream.len() - rest.len()))?;
         out.extend_from_slice(&chunk[..n]);
         if out.len() > expected {
-            return Err(format!("LZ4 stream holds more than the {expected} bytes announced"));
+            return Err(format!(
+                "LZ4 stream holds more than the {expected} bytes announced"
+            ));
         }
         rest = &tail[len..];
     }
@@ -196,18 +198,27 @@ mod tests {
 
     #[test]
     fn lz4_legacy_frames_decode_chunk_by_chunk() {
-        let a = b"\x7fELF".iter().chain(&[7u8; 5000]).copied().collect::<Vec<u8>>();
+        let a = b"\x7fELF"
+            .iter()
+            .chain(&[7u8; 5000])
+            .copied()
+            .collect::<Vec<u8>>();
         let b: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
         let mut payload = legacy_frame(&[&a, &b]);
         let total = a.len() + b.len();
         payload.extend_from_slice(&(total as u32).to_le_bytes());
         let image = fake_bzimage(&payload);
         let (compression, stream, size) = super::payload(&image).unwrap();
-        assert_eq!((compression, size as usize), (Compression::Lz4Legacy, total));
+        assert_eq!(
+            (compression, size as usize),
+            (Compression::Lz4Legacy, total)
+        );
         let out = lz4_legacy_decode(stream, total).unwrap();
         assert_eq!(out, [a.clone(), b].concat());
         // A frame that holds more than announced, or is cut short, is refused.
-        assert!(lz4_legacy_decode(stream, 10).unwrap_err().contains("more than"));
+        assert!(lz4_legacy_decode(stream, 10)
+            .unwrap_err()
+            .contains("more than"));
         let cut = &stream[..stream.len() - 10];
         assert!(lz4_legacy_decode(cut, total).is_err());
         assert!(lz4_legacy_decode(b"nope", total).is_err());

@@ -21,6 +21,15 @@ pub enum Request {
     Resume,
     /// Stop the VM; the `vmm` process exits 0.
     Shutdown,
+    /// Snapshot the paused VM into the new directory `dir`: `kind` is `full` (default) or
+    /// `diff` against `parent`.
+    Snapshot {
+        dir: std::path::PathBuf,
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        parent: Option<std::path::PathBuf>,
+    },
     /// Replace every fault rule (same structure as the rules file; `{}` clears them).
     SetFaults { rules: serde_json::Value },
     /// Report the fault rules in force with their hit counts.
@@ -40,6 +49,8 @@ pub struct Reply {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<crate::handle::VmStatus>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub snapshot: Option<crate::snapshot::SnapshotInfo>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
     /// `faults` and `set_faults`: the rules in force with hit counts.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -54,6 +65,7 @@ impl Reply {
         Reply {
             ok: true,
             status,
+            snapshot: None,
             error: None,
             faults: None,
             power_cut: None,
@@ -63,6 +75,7 @@ impl Reply {
         Reply {
             ok: false,
             status: None,
+            snapshot: None,
             error: Some(msg),
             faults: None,
             power_cut: None,

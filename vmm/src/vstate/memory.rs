@@ -7,9 +7,17 @@
 //! reserved with 2 MiB of slack, placed on the first aligned address inside, and advised
 //! for transparent huge pages. The mappings are anonymous and private: untouched pages cost
 //! the host nothing.
+//!
+//! A restored VM gets the same aligned reservations, with the snapshot's memory file mapped
+//! into them privately (`MAP_PRIVATE | MAP_FIXED`): pages load lazily when first touched, the
+//! guest's writes stay in this process, and the file is never written. Restore time does not
+//! grow with memory size.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::ptr::null_mut;
+use std::sync::Arc;
 
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{GuestMemoryMmap, GuestRegionMmap};
@@ -17,7 +25,7 @@ use vm_memory::{GuestMemoryMmap, GuestRegionMmap};
 use crate::arch::layout;
 
 /// Guest memory as the VMM sees it.
-pub type GuestMemory = GuestMemoryMmap<()>;
+pub type GuestMemory = devices::GuestMemory;
 
 /// Host mappings are aligned to this (the x86_64 huge page size).
 pub const HOST_ALIGN: usize = 2 << 20;
@@ -46,6 +54,20 @@ pub enum MemoryError {
 pub struct HostMappings {
     /// (start, length) of each whole reservation, slack included.
     reservations: Vec<(usize, usize)>,
+    /// The file privately mapped under the regions (a restored VM), region `i` at file offset
+    /// `offsets[i]`; `None` for anonymous memory.
+    backing: Option<Arc<File>>,
+    offsets: Vec<u64>,
+}
+
+impl HostMappings {
+    /// The file behind the regions of a restored VM (pages not yet written read from it) and
+    /// each region's offset in it; `None` for anonymous memory.
+    pub fn backing(&self) -> Option<(Arc<File>, Vec<u64>)> {
+        self.backing
+            .as_ref()
+            .map(|f| (f.clone(), self.offsets.clone()))
+    }
 }
 
 // SAFETY: the struct only records addresses; it dereferences nothing.
@@ -68,6 +90,8 @@ pub fn create_guest_memory(mem_mib: u32) -> Result<(GuestMemory, HostMappings), 
     let size = u64::from(mem_mib) << 20;
     let mut mappings = HostMappings {
         reservations: Vec::new(),
+        backing: None,
+        offsets: Vec::new(),
     };
     let mut regions = Vec::new();
     for (start, len) in crate::arch::ram_regions(size) {
@@ -87,6 +111,63 @@ pub fn create_guest_memory(mem_mib: u32) -> Result<(GuestMemory, HostMappings), 
         let region = GuestRegionMmap::new(region, start)
             .ok_or_else(|| MemoryError::Layout(format!("region at {:#x} overflows", start.0)))?;
         regions.push(region);
+    }
+    let mem =
+        GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Layout(e.to_string()))?;
+    Ok((mem, mappings))
+}
+
+/// Guest RAM of `mem_mib` MiB backed by `file`, which holds the regions one after another
+/// (region `i` at the sum of the lengths before it), mapped privately and lazily. The file is
+/// only read; it must be at least as long as the memory.
+pub fn restore_guest_memory(
+    mem_mib: u32,
+    file: File,
+) -> Result<(GuestMemory, HostMappings), MemoryError> {
+    let size = u64::from(mem_mib) << 20;
+    let file = Arc::new(file);
+    let mut mappings = HostMappings {
+        reservations: Vec::new(),
+        backing: Some(file.clone()),
+        offsets: Vec::new(),
+    };
+    let mut regions = Vec::new();
+    let mut offset = 0u64;
+    for (start, len) in crate::arch::ram_regions(size) {
+        let (host, reservation) = reserve_aligned(len)?;
+        mappings.reservations.push(reservation);
+        // SAFETY: the target range lies inside the reservation just made (MAP_FIXED replaces
+        // only our own mapping); the fd is open and `offset` is page-aligned.
+        let mapped = unsafe {
+            libc::mmap(
+                host.cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(MemoryError::Map {
+                mib: (len >> 20) as u64,
+                source: io::Error::last_os_error(),
+            });
+        }
+        mappings.offsets.push(offset);
+        // SAFETY: `host..host + len` is a live private file mapping that `mappings` keeps.
+        let region = unsafe {
+            MmapRegionBuilder::new(len)
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+                .with_raw_mmap_pointer(host)
+        }
+        .build()
+        .map_err(|e| MemoryError::Layout(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, start)
+            .ok_or_else(|| MemoryError::Layout(format!("region at {:#x} overflows", start.0)))?;
+        regions.push(region);
+        offset += len as u64;
     }
     let mem =
         GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Layout(e.to_string()))?;
@@ -182,6 +263,33 @@ mod tests {
             0xfeed
         );
         assert!(mem.write_obj(1u64, GuestAddress(0x80_0000)).is_err());
+    }
+
+    #[test]
+    fn restored_memory_reads_the_file_and_never_writes_it() {
+        let dir = std::env::temp_dir().join(format!("kiln-memfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("memory");
+        let f = File::create(&path).unwrap();
+        f.set_len(16 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, &0xabcd_u64.to_le_bytes(), 0x20_0000).unwrap();
+        drop(f);
+        let (mem, maps) = restore_guest_memory(16, File::open(&path).unwrap()).unwrap();
+        let host = mem.iter().next().unwrap().as_ptr() as usize;
+        assert_eq!(host % HOST_ALIGN, 0);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(0x20_0000)).unwrap(),
+            0xabcd
+        );
+        mem.write_obj(7u64, GuestAddress(0x20_0000)).unwrap();
+        mem.write_obj(9u64, GuestAddress(0x1000)).unwrap();
+        assert_eq!(mem.read_obj::<u64>(GuestAddress(0x20_0000)).unwrap(), 7);
+        drop(mem);
+        drop(maps);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[0x20_0000..0x20_0008], &0xabcd_u64.to_le_bytes());
+        assert!(bytes[0x1000..0x1008].iter().all(|b| *b == 0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

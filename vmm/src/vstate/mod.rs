@@ -2,4 +2,6 @@
 
 pub mod memory;
 pub mod vcpu;
+pub mod vcpu_state;
 pub mod vm;
+pub mod vm_state;

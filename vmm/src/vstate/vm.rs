@@ -27,6 +27,12 @@ pub enum VmError {
 pub struct Vm {
     kvm: Kvm,
     fd: VmFd,
+    /// KVM's MSR index list: every MSR a vCPU snapshot carries.
+    msr_index_list: Vec<u32>,
+    /// Bytes of XSAVE state per vCPU (`KVM_CAP_XSAVE2`; 0 when KVM lacks it).
+    xsave_size: usize,
+    /// Whether KVM logs guest writes to the memory slots (for diff snapshots).
+    dirty_log: std::sync::atomic::AtomicBool,
 }
 
 impl Vm {
@@ -48,7 +54,51 @@ impl Vm {
         };
         fd.create_pit2(pit)
             .map_err(|e| VmError::Setup("create PIT", e))?;
-        Ok(Vm { kvm, fd })
+        let msr_index_list = kvm
+            .get_msr_index_list()
+            .map_err(|e| VmError::Setup("KVM_GET_MSR_INDEX_LIST", e))?
+            .as_slice()
+            .to_vec();
+        let xsave_size =
+            usize::try_from(fd.check_extension_int(kvm_ioctls::Cap::Xsave2)).unwrap_or(0);
+        Ok(Vm {
+            kvm,
+            fd,
+            msr_index_list,
+            xsave_size,
+            dirty_log: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Every MSR KVM can save for a vCPU, as KVM lists them on this host.
+    pub fn msr_index_list(&self) -> &[u32] {
+        &self.msr_index_list
+    }
+
+    /// Bytes of XSAVE state per vCPU on this host (0: the legacy 4 KiB area).
+    pub fn xsave_size(&self) -> usize {
+        self.xsave_size
+    }
+
+    /// Whether KVM is logging guest writes.
+    pub fn dirty_log_enabled(&self) -> bool {
+        self.dirty_log.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts logging guest writes to every slot of `mem` (no-op when already on).
+    pub fn enable_dirty_log(&self, mem: &GuestMemory) -> Result<(), VmError> {
+        if !self.dirty_log_enabled() {
+            self.register_memory(mem, true)?;
+        }
+        Ok(())
+    }
+
+    /// The pages the guest wrote in slot `slot` since the last call (or since logging
+    /// started), one bit per 4 KiB page; the log is cleared.
+    pub fn take_dirty_log(&self, slot: u32, len: usize) -> Result<Vec<u64>, VmError> {
+        self.fd
+            .get_dirty_log(slot, len)
+            .map_err(|e| VmError::Setup("KVM_GET_DIRTY_LOG", e))
     }
 
     /// Hands every guest memory region to KVM, one slot each, in order.
@@ -71,6 +121,8 @@ impl Vm {
             unsafe { self.fd.set_user_memory_region(r) }
                 .map_err(|e| VmError::Setup("set memory region", e))?;
         }
+        self.dirty_log
+            .store(dirty_log, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

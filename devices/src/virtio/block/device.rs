@@ -12,7 +12,7 @@ use super::backend::{open_stack, BlockBackend, CacheHandle, CacheMode};
 use super::handler::{BlockRequests, SharedBackend};
 use super::request::{ID_BYTES, SECTOR_SIZE};
 use crate::fault::BlockFaults;
-use crate::virtio::queue_handler::RunningQueue;
+use crate::virtio::queue_handler::{HeldCompletion, RunningQueue};
 use crate::virtio::{
     device_type, read_config_bytes, ActivateContext, ActivateError, EventLoopEndpoint,
     VirtioDevice, VIRTIO_F_VERSION_1,
@@ -56,6 +56,12 @@ pub enum BlockError {
     Empty { path: PathBuf },
     #[error("disk image {path} is {size} bytes, not a multiple of 512; round it up with `truncate -s %512 {}`", path.display())]
     Misaligned { path: PathBuf, size: u64 },
+    #[error("disk image {path} is {size} bytes but the snapshot's disk was {saved}: restore with the disk (or a copy of it) as it was when the snapshot was taken")]
+    SizeChanged {
+        path: PathBuf,
+        size: u64,
+        saved: u64,
+    },
     #[error("device id {id:?} for disk image {path} is longer than 20 bytes; shorten it")]
     IdTooLong { path: PathBuf, id: String },
     #[error("disk image {path} is read-only, so cache=writeback has nothing to cache; drop cache=writeback or make the disk writable")]
@@ -93,6 +99,9 @@ pub struct Block {
     cache: Option<CacheHandle>,
     endpoint: Option<EventLoopEndpoint>,
     running: Option<RunningQueue<BlockRequests>>,
+    /// Restored from a snapshot: completions a fault delay held back when it was saved, held
+    /// back again by the next activation.
+    pub(super) restored_held: Vec<HeldCompletion>,
 }
 
 impl Block {
@@ -146,6 +155,7 @@ impl Block {
             cache: None,
             endpoint,
             running: None,
+            restored_held: Vec::new(),
         })
     }
 
@@ -157,6 +167,27 @@ impl Block {
     /// The disk's write cache (power cut, flush), if it was opened with `cache=writeback`.
     pub fn cache(&self) -> Option<&CacheHandle> {
         self.cache.as_ref()
+    }
+
+    /// Completions held back now by fault delays, with the time each has left (for a
+    /// snapshot: the event loop must be parked). Before activation, those a restore will
+    /// hold back again.
+    pub fn held_completions(&self) -> Vec<HeldCompletion> {
+        match &self.running {
+            Some(r) => r.held_completions(),
+            None => self.restored_held.clone(),
+        }
+    }
+
+    /// Before a snapshot: writes the write cache (if any) back to the image and syncs it, so
+    /// the image holds every write the guest was told is done and a restore from it (or from
+    /// a copy) loses none. The cache stays in place and keeps working; a power cut after
+    /// this only loses later writes. Fails after a power cut.
+    pub fn write_back(&self) -> std::io::Result<()> {
+        match &self.cache {
+            Some(cache) => cache.flush(),
+            None => Ok(()),
+        }
     }
 
     /// Completes requests whose delay has passed, on the calling thread (without an event
@@ -234,13 +265,25 @@ impl VirtioDevice for Block {
             self.state.read_only,
             id,
         );
-        self.running = Some(RunningQueue::start(ctx, requests, self.endpoint.as_ref())?);
+        let held = std::mem::take(&mut self.restored_held);
+        self.running = Some(RunningQueue::start_restored(
+            ctx,
+            requests,
+            &held,
+            self.endpoint.as_ref(),
+        )?);
         Ok(())
     }
 
     fn reset(&mut self) {
+        // A reset device completes nothing it had in flight.
+        self.restored_held.clear();
         if let Some(running) = self.running.take() {
             running.stop();
         }
+    }
+
+    fn live_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        self.running.as_ref().map(|r| vec![r.queue_state()])
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{Bytes, GuestMemoryBackend};
 
 use super::backend::{is_injected, BlockBackend, Completion, GuestSlice};
@@ -49,12 +50,10 @@ impl BlockRequests {
         let len = u32::try_from(req.data_len).unwrap_or(u32::MAX);
         let mut disk = self.disk.lock().unwrap_or_else(|e| e.into_inner());
         let result = match req.kind {
-            RequestType::In => {
-                guest_slices(mem, &req.data).and_then(|bufs| disk.read(req.offset, &bufs))
-            }
-            RequestType::Out => {
-                guest_slices(mem, &req.data).and_then(|bufs| disk.write(req.offset, &bufs))
-            }
+            RequestType::In => guest_slices(mem, &req.data, Access::DeviceWrites)
+                .and_then(|bufs| disk.read(req.offset, &bufs)),
+            RequestType::Out => guest_slices(mem, &req.data, Access::DeviceReads)
+                .and_then(|bufs| disk.write(req.offset, &bufs)),
             RequestType::Flush => disk.flush(),
             RequestType::GetId => {
                 return match self.get_id(mem, req) {
@@ -94,16 +93,35 @@ impl BlockRequests {
     }
 }
 
+/// Whether the device writes a request's buffers (a read from the disk) or only reads them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    DeviceWrites,
+    DeviceReads,
+}
+
 /// The guest buffers of a request as volatile slices (a buffer crossing a memory region
-/// boundary becomes several).
+/// boundary becomes several). Layers write into them with `preadv` and plain copies, past
+/// guest memory's dirty bitmap, so buffers the device writes are marked dirty here: a diff
+/// snapshot must include pages a disk read filled (KVM's dirty log only sees the guest's
+/// own writes). The event loop is parked during a snapshot, so no request is between this
+/// mark and its write when the bitmap is read.
 fn guest_slices<'a>(
     mem: &'a GuestMemory,
     segs: &[Segment],
+    access: Access,
 ) -> std::io::Result<Vec<GuestSlice<'a>>> {
     let mut out = Vec::with_capacity(segs.len());
     for seg in segs {
         for slice in mem.get_slices(seg.addr, seg.len as usize) {
-            out.push(slice.map_err(std::io::Error::other)?);
+            let slice = slice.map_err(std::io::Error::other)?;
+            if access == Access::DeviceWrites {
+                slice.bitmap().mark_dirty(0, slice.len());
+            }
+            let guard = slice.ptr_guard_mut();
+            // SAFETY: the slice lies in a mapped region of `mem`, which stays mapped for 'a;
+            // every layer accesses it with volatile copies or the kernel (preadv/pwritev).
+            out.push(unsafe { GuestSlice::new(guard.as_ptr(), slice.len()) });
         }
     }
     Ok(out)

@@ -170,6 +170,12 @@ impl VirtioDevice for Net {
             tracing::error!("net: backend still in use after reset; the device cannot restart");
         }
     }
+
+    fn live_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        let active = self.active.as_ref()?;
+        let h = active.handler.lock().unwrap_or_else(|e| e.into_inner());
+        Some(vec![h.handler.rx.state(), h.handler.tx.state()])
+    }
 }
 
 /// Recovers the backend from a handler no one else holds any more.

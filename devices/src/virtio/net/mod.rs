@@ -17,6 +17,7 @@ mod handler;
 mod held_frames;
 mod log_limit;
 mod mac;
+mod persist;
 mod switch;
 mod tap;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use counters::NetCounters;
 pub use device::Net;
 pub use error::NetError;
 pub use mac::{MacAddr, MacParseError};
+pub use persist::{NetHostParts, NetState};
 pub use switch::SwitchBackend;
 pub use tap::TapBackend;
 

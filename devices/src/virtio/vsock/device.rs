@@ -31,6 +31,9 @@ pub struct Vsock {
     endpoint: EventLoopEndpoint,
     faults: VsockFaults,
     active: Option<Active>,
+    /// Restored from a snapshot: the next activation tells the guest its transport was reset
+    /// (every connection it had is gone with the old host process).
+    pub(super) reset_on_activate: bool,
 }
 
 impl Vsock {
@@ -55,6 +58,7 @@ impl Vsock {
             endpoint,
             faults: VsockFaults::none(),
             active: None,
+            reset_on_activate: false,
         })
     }
 
@@ -117,16 +121,18 @@ impl VirtioDevice for Vsock {
         let event = queues.remove(EVENT_INDEX);
         let tx = queues.remove(TX_INDEX);
         let rx = queues.remove(RX_INDEX);
+        let send_reset = std::mem::take(&mut self.reset_on_activate);
         let mut muxer = Muxer::new(self.config.cid, self.config.uds_path.clone(), listener);
         muxer.faults = self.faults.clone();
         let handler = Arc::new(Mutex::new(VsockEventHandler::new(VsockHandler {
             mem: ctx.mem,
             rx,
             tx,
-            _event: event,
+            event,
             queue_evts: ctx.queue_evts,
             interrupt: ctx.interrupt,
             muxer,
+            send_reset,
         })));
         let subscriber: Subscriber = handler.clone();
         match add_to_event_loop(&self.endpoint, subscriber) {
@@ -153,6 +159,13 @@ impl VirtioDevice for Vsock {
         if self.listener.is_none() {
             tracing::error!("vsock: listener still in use after reset; the device cannot restart");
         }
+    }
+
+    fn live_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        let active = self.active.as_ref()?;
+        let h = active.handler.lock().unwrap_or_else(|e| e.into_inner());
+        let h = &h.handler;
+        Some(vec![h.rx.state(), h.tx.state(), h.event.state()])
     }
 }
 

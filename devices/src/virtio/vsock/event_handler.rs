@@ -55,6 +55,9 @@ impl MutEventSubscriber for VsockEventHandler {
                 tracing::error!("vsock: cannot poll source {tag}: {e}");
             }
         }
+        if std::mem::take(&mut self.handler.send_reset) {
+            self.handler.send_transport_reset();
+        }
         // The driver may have queued packets before we were registered.
         self.handler.pump();
         self.handler.muxer.sync_interest(ops);

@@ -17,15 +17,49 @@ pub(crate) struct VsockHandler {
     pub(crate) mem: GuestMemory,
     pub(crate) rx: Queue,
     pub(crate) tx: Queue,
-    /// The event queue is only kept so its buffers stay with the guest (no events are sent:
-    /// Kiln never migrates a live vsock device).
-    pub(crate) _event: Queue,
+    /// The event queue: its only event is the transport reset sent after a restore.
+    pub(crate) event: Queue,
     pub(crate) queue_evts: Vec<EventFd>,
     pub(crate) interrupt: Arc<VirtioInterrupt>,
     pub(crate) muxer: Muxer,
+    /// Send `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` once the handler runs (after a restore).
+    pub(crate) send_reset: bool,
 }
 
+/// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` (virtio 1.2, 5.10.6.7).
+pub(crate) const EVENT_TRANSPORT_RESET: u32 = 0;
+
 impl VsockHandler {
+    /// Tells the guest its transport was reset: the driver then drops every connection and
+    /// re-reads the CID. Needs an event buffer from the guest; without one the event is lost
+    /// (logged), which leaves the guest's stale connections to time out.
+    pub(crate) fn send_transport_reset(&mut self) {
+        let mem = self.mem.clone();
+        let Some(chain) = self.event.pop_descriptor_chain(&mem) else {
+            tracing::warn!("vsock: the guest posted no event buffer; transport reset not sent");
+            return;
+        };
+        let head = chain.head_index();
+        let event = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let written = match chain.writer(&mem) {
+            Ok(mut w) if w.available_bytes() >= event.len() => match w.write_all(&event) {
+                Ok(()) => event.len() as u32,
+                Err(e) => {
+                    tracing::warn!("vsock: cannot write the transport reset event: {e}");
+                    0
+                }
+            },
+            _ => {
+                tracing::warn!("vsock: event buffer {head} unusable; transport reset not sent");
+                0
+            }
+        };
+        if let Err(e) = self.event.add_used(&mem, head, written) {
+            tracing::warn!("vsock: cannot return event chain {head}: {e}");
+        }
+        signal_if_needed(&mut self.event, &mem, &self.interrupt);
+    }
+
     /// Processes both queues until neither can make progress.
     pub(crate) fn pump(&mut self) {
         let mut rx_used = false;

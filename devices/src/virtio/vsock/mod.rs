@@ -21,11 +21,13 @@ mod handler;
 mod host_connect;
 mod muxer;
 pub mod packet;
+mod persist;
 #[cfg(test)]
 mod tests;
 
 pub use config::{VsockConfig, VsockError};
 pub use device::Vsock;
+pub use persist::{VsockHostParts, VsockState};
 
 /// The host's CID.
 pub const HOST_CID: u64 = 2;

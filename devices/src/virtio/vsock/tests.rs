@@ -68,10 +68,11 @@ impl<'a> Harness<'a> {
             mem: mem.clone(),
             rx: rx.device_queue(),
             tx: tx.device_queue(),
-            _event: ev.device_queue(),
+            event: ev.device_queue(),
             queue_evts: evts.iter().map(|e| e.try_clone().unwrap()).collect(),
             interrupt: Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
             muxer: Muxer::new(CID, uds.clone(), listener),
+            send_reset: false,
         })));
         let mut em = EventManager::<Subscriber>::new().unwrap();
         em.add_subscriber(handler.clone());
@@ -646,6 +647,46 @@ fn device_on_a_real_event_manager_thread() {
     assert!(!uds.exists(), "socket file removed with the device");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     event_loop.join().unwrap();
+}
+
+/// After a restore the handler's first act is a transport reset event in the guest's event
+/// buffer (id 0), with the interrupt raised, so the driver drops its stale connections.
+#[test]
+fn restored_device_sends_transport_reset_on_the_event_queue() {
+    let mem = guest_memory();
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(&uds).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let rx = GuestQueue::new(&mem, RX_RING, RX_BUFS, QUEUE_SIZE);
+    let tx = GuestQueue::new(&mem, TX_RING, TX_BUFS, QUEUE_SIZE);
+    let mut ev = GuestQueue::new(&mem, EV_RING, EV_BUFS, QUEUE_SIZE);
+    let head = ev.add_writable(&[8]);
+    let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+    let handler = Arc::new(Mutex::new(VsockEventHandler::new(VsockHandler {
+        mem: mem.clone(),
+        rx: rx.device_queue(),
+        tx: tx.device_queue(),
+        event: ev.device_queue(),
+        queue_evts: (0..3)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect(),
+        interrupt: Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap())),
+        muxer: Muxer::new(CID, uds, listener),
+        send_reset: true,
+    })));
+    let mut em = EventManager::<Subscriber>::new().unwrap();
+    em.add_subscriber(handler.clone());
+    assert_eq!(ev.next_used(), Some((head, 4)));
+    assert_eq!(
+        ev.written(head, 4),
+        super::handler::EVENT_TRANSPORT_RESET.to_le_bytes()
+    );
+    assert!(irq.read().unwrap() >= 1, "no interrupt for the event");
+    // Sent once only.
+    em.run_with_timeout(10).unwrap();
+    assert_eq!(ev.next_used(), None);
+    assert!(!handler.lock().unwrap().handler.send_reset);
 }
 
 #[test]

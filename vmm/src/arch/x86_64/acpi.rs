@@ -11,6 +11,7 @@
 //! guest must latch on the edge; a level-triggered pin would only see the same pulse and
 //! could miss an interrupt raised while the previous one was in service.
 
+use crate::vstate::memory::GuestMemory;
 use acpi_tables::aml::{
     self, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, IO,
 };
@@ -21,7 +22,7 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use devices::legacy::{acpi_pm, i8042, rtc, serial};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     is_legacy_gsi, ACPI_TABLES_END, ACPI_TABLES_START, APIC_ADDR, I8042_IRQ, IOAPIC_ADDR, IRQ_BASE,
@@ -273,7 +274,7 @@ fn validate(num_cpus: u8, virtio: &[MmioDeviceInfo]) -> Result<(), ArchError> {
 /// Writes the ACPI tables for `num_cpus` vCPUs and the given virtio-mmio windows; returns
 /// the RSDP address for [`configure_system`](super::configure_system).
 pub fn create_acpi_tables(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     num_cpus: u8,
     virtio: &[MmioDeviceInfo],
 ) -> Result<GuestAddress, ArchError> {
@@ -319,11 +320,11 @@ mod tests {
     use super::*;
     use crate::arch::x86_64::layout::{ram_regions, MMIO_DEVICES_START, MMIO_DEVICE_SIZE};
 
-    fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&ram_regions(64 << 20)).unwrap()
+    fn mem() -> GuestMemory {
+        GuestMemory::from_ranges(&ram_regions(64 << 20)).unwrap()
     }
 
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    fn read(mem: &GuestMemory, addr: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
@@ -342,7 +343,7 @@ mod tests {
     }
 
     /// Reads a whole system description table at `addr`, checking signature and checksum.
-    fn table(mem: &GuestMemoryMmap, addr: u64, signature: &[u8; 4]) -> Vec<u8> {
+    fn table(mem: &GuestMemory, addr: u64, signature: &[u8; 4]) -> Vec<u8> {
         let header = read(mem, addr, 36);
         assert_eq!(&header[0..4], signature);
         let t = read(mem, addr, u32_at(&header, 4) as usize);
@@ -362,7 +363,7 @@ mod tests {
     }
 
     /// Follows RSDP -> XSDT -> FADT -> DSDT and XSDT -> MADT the way an OS does.
-    fn walk(mem: &GuestMemoryMmap, rsdp: GuestAddress) -> Tables {
+    fn walk(mem: &GuestMemory, rsdp: GuestAddress) -> Tables {
         let r = read(mem, rsdp.0, 36);
         assert_eq!(&r[0..8], b"RSD PTR ");
         assert_eq!(sum(&r[0..20]), 0, "RSDP v1 checksum");

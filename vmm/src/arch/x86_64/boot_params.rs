@@ -1,12 +1,11 @@
 //! The zero page (`struct boot_params`) and the e820 memory map for the 64-bit boot protocol
 //! (Documentation/arch/x86/boot.rst).
 
+use crate::vstate::memory::GuestMemory;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::load_cmdline;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::kernel::HDRS_MAGIC;
 use super::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, ZERO_PAGE_START};
@@ -39,7 +38,7 @@ pub struct E820Entry {
 
 /// The e820 map of `mem`: low RAM up to the EBDA, the EBDA..1 MiB area reserved (it holds
 /// the ACPI tables), then every RAM region from 1 MiB on (which leaves the MMIO gap out).
-pub fn e820_map(mem: &GuestMemoryMmap) -> Result<Vec<E820Entry>, ArchError> {
+pub fn e820_map(mem: &GuestMemory) -> Result<Vec<E820Entry>, ArchError> {
     let mut map = Vec::new();
     for region in mem.iter() {
         let start = region.start_addr().raw_value();
@@ -85,7 +84,7 @@ pub fn e820_map(mem: &GuestMemoryMmap) -> Result<Vec<E820Entry>, ArchError> {
 /// the loader fields, the initrd, the e820 map (with the MMIO gap left out) and the RSDP
 /// address.
 pub fn configure_system(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     cmdline: &Cmdline,
     initrd: Option<(GuestAddress, usize)>,
     rsdp: GuestAddress,
@@ -153,8 +152,8 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
-    fn mem_of(size: u64) -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&ram_regions(size)).unwrap()
+    fn mem_of(size: u64) -> GuestMemory {
+        GuestMemory::from_ranges(&ram_regions(size)).unwrap()
     }
 
     fn ram_total(map: &[E820Entry]) -> u64 {

@@ -3,9 +3,10 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
+use crate::vstate::memory::GuestMemory;
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::layout::{HIMEM_START, MMIO_GAP_START, ZERO_PAGE_START};
 use super::ArchError;
@@ -50,7 +51,7 @@ fn detect_format(kernel: &mut File) -> Result<KernelFormat, ArchError> {
 /// For a bzImage the kernel's setup header is also copied into the zero page, where
 /// [`configure_system`](super::configure_system) keeps it (the 64-bit entry reads fields such
 /// as `init_size` and `kernel_alignment` from it); for an ELF the zero page is cleared.
-pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddress, ArchError> {
+pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<GuestAddress, ArchError> {
     let format = detect_format(kernel)?;
     kernel
         .seek(SeekFrom::Start(0))
@@ -94,7 +95,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<GuestAddr
 
 /// The highest initrd end address a bzImage accepts (`initrd_addr_max` + 1), if
 /// [`load_kernel`] left its setup header in the zero page.
-fn initrd_limit_from_header(mem: &GuestMemoryMmap) -> Option<u64> {
+fn initrd_limit_from_header(mem: &GuestMemory) -> Option<u64> {
     let header: setup_header = mem
         .read_obj(GuestAddress(ZERO_PAGE_START + SETUP_HEADER_OFFSET))
         .ok()?;
@@ -104,10 +105,7 @@ fn initrd_limit_from_header(mem: &GuestMemoryMmap) -> Option<u64> {
 
 /// Loads the initrd page-aligned at the top of RAM below the MMIO gap (and below the
 /// kernel's `initrd_addr_max` when a bzImage was loaded first); returns its address and size.
-pub fn load_initrd(
-    mem: &GuestMemoryMmap,
-    file: &mut File,
-) -> Result<(GuestAddress, usize), ArchError> {
+pub fn load_initrd(mem: &GuestMemory, file: &mut File) -> Result<(GuestAddress, usize), ArchError> {
     let io = |source| ArchError::Io {
         what: "initrd",
         source,
@@ -136,8 +134,8 @@ pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn guest_mem(size: usize) -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap()
+    fn guest_mem(size: usize) -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), size)]).unwrap()
     }
 
     fn temp_file(bytes: &[u8]) -> File {

@@ -1,9 +1,10 @@
 //! Tests against the real /dev/kvm: the boot state is accepted by KVM and a tiny guest placed
 //! at the entry point runs in long mode with the zero page in `rsi` and the MMIO gap mapped.
 
+use crate::vstate::memory::GuestMemory;
 use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::layout::{ram_regions, MMIO_DEVICES_START, PML4_START, ZERO_PAGE_START};
 use super::*;
@@ -11,7 +12,7 @@ use super::*;
 struct TestVm {
     kvm: Kvm,
     vm: VmFd,
-    mem: GuestMemoryMmap,
+    mem: GuestMemory,
 }
 
 fn test_vm(mem_size: u64) -> TestVm {
@@ -22,7 +23,7 @@ fn test_vm(mem_size: u64) -> TestVm {
 fn test_vm_with(mem_size: u64, irqchip: bool) -> TestVm {
     let kvm = Kvm::new().expect("open /dev/kvm");
     let vm = kvm.create_vm().unwrap();
-    let mem = GuestMemoryMmap::from_ranges(&ram_regions(mem_size)).unwrap();
+    let mem = GuestMemory::from_ranges(&ram_regions(mem_size)).unwrap();
     for (slot, region) in mem.iter().enumerate() {
         let region_desc = kvm_userspace_memory_region {
             slot: slot as u32,

@@ -1,9 +1,10 @@
 //! Initial vCPU state for the 64-bit boot protocol: GDT, identity page tables, long-mode
 //! segment/control registers, general registers, FPU; plus the per-vCPU LAPIC and MSRs.
 
+use crate::vstate::memory::GuestMemory;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     BOOT_STACK_POINTER, GDT_START, IDT_START, PDE_START, PDPTE_START, PML4_START, ZERO_PAGE_START,
@@ -72,7 +73,7 @@ pub fn segment_from_gdt(entry: u64, index: u16) -> kvm_segment {
     }
 }
 
-fn write_gdt_and_idt(mem: &GuestMemoryMmap) -> Result<(), ArchError> {
+fn write_gdt_and_idt(mem: &GuestMemory) -> Result<(), ArchError> {
     for (i, entry) in BOOT_GDT.iter().enumerate() {
         let addr = GDT_START + (i as u64) * 8;
         mem.write_obj(*entry, GuestAddress(addr))
@@ -83,7 +84,7 @@ fn write_gdt_and_idt(mem: &GuestMemoryMmap) -> Result<(), ArchError> {
 }
 
 /// Writes an identity map of 0..4 GiB with 2 MiB pages (PML4 -> PDPT -> 4 PDs).
-pub fn write_identity_page_tables(mem: &GuestMemoryMmap) -> Result<(), ArchError> {
+pub fn write_identity_page_tables(mem: &GuestMemory) -> Result<(), ArchError> {
     mem.write_obj(PDPTE_START | PTE_PRESENT_RW, GuestAddress(PML4_START))
         .map_err(ArchError::mem("PML4", PML4_START))?;
     for gib in 0..IDENTITY_MAP_GIB {
@@ -147,7 +148,7 @@ pub fn boot_fpu() -> kvm_fpu {
 /// identity page tables in guest memory, long-mode sregs, registers, FPU and boot MSRs.
 pub fn setup_boot_vcpu(
     vcpu: &VcpuFd,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     entry: GuestAddress,
 ) -> Result<(), ArchError> {
     write_gdt_and_idt(mem)?;

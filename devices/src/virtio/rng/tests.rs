@@ -1,12 +1,16 @@
 //! virtio-rng against real guest memory and rings.
 
-use super::rng::{Rng, MAX_BYTES_PER_REQUEST};
-use super::test_utils::{fired, guest_memory, interrupt, ro, wr, Driver, DATA_BASE};
-use super::{device_type, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio::rng::{Rng, MAX_BYTES_PER_REQUEST};
+use crate::virtio::test_utils::{fired, guest_memory, interrupt, ro, wr, Driver, DATA_BASE};
+use crate::virtio::{device_type, VirtioDevice, VIRTIO_F_VERSION_1};
 
 fn active<'a>(
     mem: &'a crate::GuestMemory,
-) -> (Rng, Driver<'a>, std::sync::Arc<super::VirtioInterrupt>) {
+) -> (
+    Rng,
+    Driver<'a>,
+    std::sync::Arc<crate::virtio::VirtioInterrupt>,
+) {
     let d = Driver::new(mem, 16);
     let irq = interrupt();
     let (ctx, _evt) = d.activate_context(&irq);

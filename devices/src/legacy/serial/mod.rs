@@ -3,14 +3,16 @@
 
 use std::io::Write;
 
-use serde::{Deserialize, Serialize};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
-use vm_superio::serial::{NoEvents, SerialState};
+use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{port_of, EventFdTrigger, LegacyError};
+use crate::legacy::{port_of, EventFdTrigger, LegacyError};
+
+mod persist;
+pub use persist::{SerialDeviceState, SerialHostParts};
 
 /// First COM1 port.
 pub const COM1_PORT_BASE: u16 = 0x3f8;
@@ -20,69 +22,9 @@ pub const PORT_LEN: u16 = 8;
 /// Where guest output goes.
 pub type SerialOutput = Box<dyn Write + Send>;
 
-/// Snapshot of the UART registers and receive FIFO (mirrors vm-superio's `SerialState`,
-/// which has no serde support).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SerialDeviceState {
-    /// Divisor latch low byte.
-    pub baud_divisor_low: u8,
-    /// Divisor latch high byte.
-    pub baud_divisor_high: u8,
-    /// Interrupt enable register.
-    pub interrupt_enable: u8,
-    /// Interrupt identification register.
-    pub interrupt_identification: u8,
-    /// Line control register.
-    pub line_control: u8,
-    /// Line status register.
-    pub line_status: u8,
-    /// Modem control register.
-    pub modem_control: u8,
-    /// Modem status register.
-    pub modem_status: u8,
-    /// Scratch register.
-    pub scratch: u8,
-    /// Bytes waiting for the guest to read.
-    pub in_buffer: Vec<u8>,
-}
-
-impl From<SerialState> for SerialDeviceState {
-    fn from(s: SerialState) -> Self {
-        SerialDeviceState {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer,
-        }
-    }
-}
-
-impl From<&SerialDeviceState> for SerialState {
-    fn from(s: &SerialDeviceState) -> Self {
-        SerialState {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer.clone(),
-        }
-    }
-}
-
 /// The COM1 UART.
 pub struct SerialDevice {
-    serial: Serial<EventFdTrigger, NoEvents, SerialOutput>,
+    pub(super) serial: Serial<EventFdTrigger, NoEvents, SerialOutput>,
 }
 
 impl std::fmt::Debug for SerialDevice {
@@ -98,22 +40,6 @@ impl SerialDevice {
         SerialDevice {
             serial: Serial::new(EventFdTrigger(irq), out),
         }
-    }
-
-    /// A UART restored from `state`.
-    pub fn from_state(
-        state: &SerialDeviceState,
-        irq: EventFd,
-        out: SerialOutput,
-    ) -> Result<Self, LegacyError> {
-        let serial = Serial::from_state(&state.into(), EventFdTrigger(irq), NoEvents, out)
-            .map_err(|e| LegacyError::SerialState(format!("{e:?}")))?;
-        Ok(SerialDevice { serial })
-    }
-
-    /// The register state for a snapshot.
-    pub fn state(&self) -> SerialDeviceState {
-        self.serial.state().into()
     }
 
     /// Queues host input for the guest to read; returns how many bytes fit in the FIFO.
@@ -161,6 +87,7 @@ impl MutDevicePio for SerialDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::Persist;
     use std::sync::{Arc, Mutex};
 
     /// A writer the test can read back.
@@ -217,12 +144,15 @@ mod tests {
         let (mut dev, _irq, _out) = device();
         assert_eq!(dev.enqueue_input(b"ab").unwrap(), 2);
         dev.pio_write(PioAddress(COM1_PORT_BASE), 7, &[0x5a]); // scratch
-        let state = dev.state();
+        let state = dev.save();
         let json = serde_json::to_string(&state).unwrap();
         let back: SerialDeviceState = serde_json::from_str(&json).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut restored =
-            SerialDevice::from_state(&back, irq, Box::new(SharedBuf::default())).unwrap();
+        let parts = SerialHostParts {
+            irq,
+            out: Box::new(SharedBuf::default()),
+        };
+        let mut restored = SerialDevice::restore(parts, &back).unwrap();
         let mut byte = [0u8];
         restored.pio_read(PioAddress(COM1_PORT_BASE), 0, &mut byte);
         assert_eq!(byte[0], b'a');
@@ -246,9 +176,13 @@ mod tests {
     fn oversized_saved_fifo_is_refused() {
         let state = SerialDeviceState {
             in_buffer: vec![0; 1 << 16],
-            ..SerialState::default().into()
+            ..vm_superio::serial::SerialState::default().into()
         };
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        assert!(SerialDevice::from_state(&state, irq, Box::new(std::io::sink())).is_err());
+        let parts = SerialHostParts {
+            irq,
+            out: Box::new(std::io::sink()),
+        };
+        assert!(SerialDevice::restore(parts, &state).is_err());
     }
 }

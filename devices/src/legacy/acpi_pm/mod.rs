@@ -14,7 +14,10 @@ use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::port_of;
+use crate::legacy::port_of;
+
+mod persist;
+pub use persist::AcpiPmHostParts;
 
 /// First port of the block.
 pub const PORT_BASE: u16 = 0x600;

@@ -16,8 +16,11 @@ use vm_device::bus::{MmioAddress, MmioAddressOffset};
 use vm_device::MutDeviceMmio;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateContext, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use crate::virtio::{ActivateContext, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::GuestMemory;
+
+mod persist;
+pub use persist::{MmioHostParts, MmioSavedState};
 
 /// "virt" in little endian.
 pub const MAGIC_VALUE: u32 = 0x7472_6976;
@@ -144,9 +147,11 @@ pub struct MmioTransportState {
     pub queues: Vec<QueueConfig>,
 }
 
-/// A virtio device behind the virtio-mmio register interface.
-pub struct MmioTransport {
-    device: Box<dyn VirtioDevice>,
+/// A virtio device behind the virtio-mmio register interface. `D` is the device's type, so
+/// the VMM keeps typed handles (`MmioTransport<Block>`) for snapshots; tests and fuzzers may
+/// use the boxed default.
+pub struct MmioTransport<D: VirtioDevice = Box<dyn VirtioDevice>> {
+    device: D,
     mem: GuestMemory,
     interrupt: Arc<VirtioInterrupt>,
     queue_evts: Vec<EventFd>,
@@ -162,13 +167,15 @@ pub enum MmioError {
     BadMaxSize { index: usize, max: u16 },
     #[error("device does not offer VIRTIO_F_VERSION_1")]
     NotModern,
+    #[error("saved virtio-mmio state does not fit the device: {0}")]
+    Restore(String),
 }
 
-impl MmioTransport {
+impl<D: VirtioDevice> MmioTransport<D> {
     /// Wraps `device`. `queue_evts` has one event fd per device queue; the VMM registers
     /// each as an ioeventfd at `base + 0x50` with the queue index as datamatch.
     pub fn new(
-        device: Box<dyn VirtioDevice>,
+        device: D,
         mem: GuestMemory,
         interrupt: Arc<VirtioInterrupt>,
         queue_evts: Vec<EventFd>,
@@ -208,13 +215,13 @@ impl MmioTransport {
     }
 
     /// The wrapped device.
-    pub fn device(&self) -> &dyn VirtioDevice {
-        self.device.as_ref()
+    pub fn device(&self) -> &D {
+        &self.device
     }
 
     /// The wrapped device, mutably.
-    pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {
-        self.device.as_mut()
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
     }
 
     /// The device's interrupt.
@@ -385,28 +392,28 @@ impl MmioTransport {
             self.fail_activation("DRIVER_OK without FEATURES_OK");
             return;
         }
+        if let Err(why) = self.activate_device() {
+            self.fail_activation(&why);
+        }
+    }
+
+    /// Hands the configured queues to the device; on success the device runs and the status
+    /// says DRIVER_OK.
+    fn activate_device(&mut self) -> Result<(), String> {
         let event_idx = self.state.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::with_capacity(self.state.queues.len());
         for (index, config) in self.state.queues.iter_mut().enumerate() {
             config.event_idx_enabled = event_idx;
-            match validated_queue(*config, &self.mem) {
-                Ok(q) => queues.push(q),
-                Err(why) => {
-                    let msg = format!("queue {index}: {why}");
-                    self.fail_activation(&msg);
-                    return;
-                }
-            }
+            let q = validated_queue(*config, &self.mem)
+                .map_err(|why| format!("queue {index}: {why}"))?;
+            queues.push(q);
         }
         let mut queue_evts = Vec::with_capacity(self.queue_evts.len());
         for evt in &self.queue_evts {
-            match evt.try_clone() {
-                Ok(e) => queue_evts.push(e),
-                Err(e) => {
-                    self.fail_activation(&format!("cannot duplicate queue event fd: {e}"));
-                    return;
-                }
-            }
+            let e = evt
+                .try_clone()
+                .map_err(|e| format!("cannot duplicate queue event fd: {e}"))?;
+            queue_evts.push(e);
         }
         let ctx = ActivateContext {
             mem: self.mem.clone(),
@@ -415,13 +422,10 @@ impl MmioTransport {
             interrupt: self.interrupt.clone(),
             acked_features: self.state.acked_features,
         };
-        match self.device.activate(ctx) {
-            Ok(()) => {
-                self.state.status |= VIRTIO_CONFIG_S_DRIVER_OK;
-                self.state.activated = true;
-            }
-            Err(e) => self.fail_activation(&e.to_string()),
-        }
+        self.device.activate(ctx).map_err(|e| e.to_string())?;
+        self.state.status |= VIRTIO_CONFIG_S_DRIVER_OK;
+        self.state.activated = true;
+        Ok(())
     }
 
     fn fail_activation(&mut self, why: &str) {
@@ -468,7 +472,7 @@ fn validated_queue(config: QueueConfig, mem: &GuestMemory) -> Result<Queue, Stri
     Ok(queue)
 }
 
-impl MutDeviceMmio for MmioTransport {
+impl<D: VirtioDevice> MutDeviceMmio for MmioTransport<D> {
     fn mmio_read(&mut self, _base: MmioAddress, offset: MmioAddressOffset, data: &mut [u8]) {
         if offset >= CONFIG_SPACE_OFFSET {
             self.device.read_config(offset - CONFIG_SPACE_OFFSET, data);
@@ -510,3 +514,6 @@ impl MutDeviceMmio for MmioTransport {
         self.write_register(offset, u32::from_le_bytes(bytes));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,13 +8,15 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{port_of, EventFdTrigger};
+use crate::legacy::{port_of, EventFdTrigger};
+
+mod persist;
+pub use persist::{I8042HostParts, I8042State};
 
 /// Data port.
 pub const DATA_PORT: u16 = 0x60;
@@ -76,33 +78,6 @@ const KBD_ID: [u8; 2] = [0xab, 0x83];
 /// Bounded so a guest cannot grow it.
 const OUTPUT_CAPACITY: usize = 16;
 
-/// Saved controller state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct I8042State {
-    /// Controller configuration byte.
-    pub ctr: u8,
-    /// Output port.
-    pub outport: u8,
-    /// A command waiting for its data byte on port 0x60.
-    pub pending_command: Option<u8>,
-    /// A keyboard command waiting for its parameter.
-    pub pending_kbd_command: Option<u8>,
-    /// Bytes queued for the guest, with whether each came from the AUX port.
-    pub output: Vec<(u8, bool)>,
-}
-
-impl Default for I8042State {
-    fn default() -> Self {
-        I8042State {
-            ctr: CTR_KBD_INT | CTR_SYS | CTR_AUX_DISABLE | CTR_XLATE,
-            outport: 0x03,
-            pending_command: None,
-            pending_kbd_command: None,
-            output: Vec::new(),
-        }
-    }
-}
-
 /// The i8042 controller.
 #[derive(Debug)]
 pub struct I8042 {
@@ -119,11 +94,11 @@ impl I8042 {
     /// A controller that writes `reset_evt` when the guest asks for a CPU reset and `irq`
     /// (the irqfd of GSI 1) when a keyboard byte is ready and the guest enabled the interrupt.
     pub fn new(reset_evt: EventFd, irq: EventFd) -> Self {
-        Self::from_state(&I8042State::default(), reset_evt, irq)
+        Self::from_saved(&I8042State::default(), reset_evt, irq)
     }
 
-    /// A controller restored from `state`.
-    pub fn from_state(state: &I8042State, reset_evt: EventFd, irq: EventFd) -> Self {
+    /// A controller in `state`.
+    fn from_saved(state: &I8042State, reset_evt: EventFd, irq: EventFd) -> Self {
         I8042 {
             reset: I8042Device::new(EventFdTrigger(reset_evt)),
             irq,
@@ -132,17 +107,6 @@ impl I8042 {
             pending_command: state.pending_command,
             pending_kbd_command: state.pending_kbd_command,
             output: state.output.iter().copied().take(OUTPUT_CAPACITY).collect(),
-        }
-    }
-
-    /// The state for a snapshot.
-    pub fn state(&self) -> I8042State {
-        I8042State {
-            ctr: self.ctr,
-            outport: self.outport,
-            pending_command: self.pending_command,
-            pending_kbd_command: self.pending_kbd_command,
-            output: self.output.iter().copied().collect(),
         }
     }
 
@@ -253,6 +217,7 @@ impl MutDevicePio for I8042 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::Persist;
 
     fn device() -> (I8042, EventFd, EventFd) {
         let reset = EventFd::new(libc::EFD_NONBLOCK).unwrap();
@@ -338,10 +303,14 @@ mod tests {
         for _ in 0..100 {
             write(&mut dev, DATA_PORT, KBD_CMD_GET_ID);
         }
-        let state = dev.state();
+        let state = dev.save();
         assert_eq!(state.output.len(), OUTPUT_CAPACITY);
-        let mut restored = I8042::from_state(&state, reset, irq);
-        assert_eq!(restored.state(), state);
+        let parts = I8042HostParts {
+            reset_evt: reset,
+            irq,
+        };
+        let mut restored = I8042::restore(parts, &state).unwrap();
+        assert_eq!(restored.save(), state);
         assert_eq!(read(&mut restored, DATA_PORT), KBD_ACK);
     }
 

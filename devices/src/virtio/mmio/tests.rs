@@ -11,10 +11,10 @@ use vm_device::bus::MmioAddress;
 use vm_device::MutDeviceMmio;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::mmio::{MmioError, MmioTransport, MAGIC_VALUE};
-use super::rng::Rng;
-use super::test_utils::{fired, guest_memory, interrupt, Driver};
-use super::{device_type, VirtioInterrupt, INT_CONFIG, VIRTIO_F_VERSION_1};
+use crate::virtio::mmio::{MmioError, MmioTransport, MAGIC_VALUE};
+use crate::virtio::rng::Rng;
+use crate::virtio::test_utils::{fired, guest_memory, interrupt, Driver};
+use crate::virtio::{device_type, VirtioInterrupt, INT_CONFIG, VIRTIO_F_VERSION_1};
 
 const MAGIC: u64 = 0x00;
 const VERSION: u64 = 0x04;
@@ -36,19 +36,19 @@ const QUEUE_DESC_HIGH: u64 = 0x84;
 const QUEUE_DRIVER_LOW: u64 = 0x90;
 const QUEUE_DEVICE_LOW: u64 = 0xa0;
 
-fn r(t: &mut MmioTransport, off: u64) -> u32 {
+fn r<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>, off: u64) -> u32 {
     let mut b = [0u8; 4];
     t.mmio_read(MmioAddress(0), off, &mut b);
     u32::from_le_bytes(b)
 }
 
-fn w(t: &mut MmioTransport, off: u64, v: u32) {
+fn w<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>, off: u64, v: u32) {
     t.mmio_write(MmioAddress(0), off, &v.to_le_bytes());
 }
 
 fn rng_transport(irq: &Arc<VirtioInterrupt>) -> MmioTransport {
     MmioTransport::new(
-        Box::new(Rng::new(None)),
+        Box::new(Rng::new(None)) as Box<dyn crate::virtio::VirtioDevice>,
         guest_memory(),
         irq.clone(),
         vec![EventFd::new(EFD_NONBLOCK).unwrap()],
@@ -56,7 +56,7 @@ fn rng_transport(irq: &Arc<VirtioInterrupt>) -> MmioTransport {
     .unwrap()
 }
 
-fn device_features(t: &mut MmioTransport) -> u64 {
+fn device_features<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>) -> u64 {
     w(t, DEVICE_FEATURES_SEL, 0);
     let lo = r(t, DEVICE_FEATURES);
     w(t, DEVICE_FEATURES_SEL, 1);
@@ -65,7 +65,7 @@ fn device_features(t: &mut MmioTransport) -> u64 {
 }
 
 /// ACK, DRIVER, write `features`, FEATURES_OK; returns the status read back.
-fn negotiate(t: &mut MmioTransport, features: u64) -> u32 {
+fn negotiate<D: crate::virtio::VirtioDevice>(t: &mut MmioTransport<D>, features: u64) -> u32 {
     w(t, STATUS, ACK);
     w(t, STATUS, ACK | DRIVER);
     w(t, DRIVER_FEATURES_SEL, 0);
@@ -76,7 +76,14 @@ fn negotiate(t: &mut MmioTransport, features: u64) -> u32 {
     r(t, STATUS)
 }
 
-fn set_queue(t: &mut MmioTransport, index: u32, size: u32, desc: u64, avail: u64, used: u64) {
+fn set_queue<D: crate::virtio::VirtioDevice>(
+    t: &mut MmioTransport<D>,
+    index: u32,
+    size: u32,
+    desc: u64,
+    avail: u64,
+    used: u64,
+) {
     w(t, QUEUE_SEL, index);
     w(t, QUEUE_NUM, size);
     w(t, QUEUE_DESC_LOW, desc as u32);
@@ -336,7 +343,7 @@ fn state_round_trips_through_serde_types() {
         (qs.size, qs.desc_table, qs.avail_ring, qs.used_ring),
         (16, 0x1000, 0x2000, 0x3000)
     );
-    assert_eq!(super::mmio::QueueConfig::from(qs), q);
+    assert_eq!(crate::virtio::mmio::QueueConfig::from(qs), q);
 }
 
 #[test]
@@ -347,4 +354,90 @@ fn high_address_halves_are_combined() {
     w(&mut t, QUEUE_DESC_LOW, 0x1000);
     w(&mut t, QUEUE_DESC_HIGH, 0x2);
     assert_eq!(t.state().queues[0].desc_table, 0x2_0000_1000);
+}
+
+/// A running rng over real rings: serve one request, save, restore into a new transport and
+/// device over the same memory. The restored device is running, skips the request already
+/// served and serves the next one; its interrupt status comes back too.
+#[test]
+fn restored_transport_resumes_at_the_saved_ring_position() {
+    use crate::persist::Persist;
+    use crate::virtio::mmio::MmioHostParts;
+    use crate::virtio::test_utils::{wr, DATA_BASE};
+    let mem = guest_memory();
+    let mut d = Driver::new(&mem, 16);
+    let irq = interrupt();
+    let evt = || vec![EventFd::new(EFD_NONBLOCK).unwrap()];
+    let mut t = MmioTransport::new(Rng::new(None), mem.clone(), irq.clone(), evt()).unwrap();
+    let features = device_features(&mut t);
+    negotiate(&mut t, features);
+    let (desc, avail, used) = (
+        d.mock.desc_table_addr().0,
+        d.mock.avail_addr().0,
+        d.used_addr().0,
+    );
+    set_queue(&mut t, 0, 16, desc, avail, used);
+    w(&mut t, STATUS, ALL_OK);
+    d.submit(&[wr(DATA_BASE, 64)]);
+    assert_eq!(t.device().process_queue(), Some(1));
+    let saved = t.save();
+    assert!(saved.registers.activated);
+    assert_eq!(saved.registers.queues[0].next_avail, 1);
+    assert_eq!(saved.registers.queues[0].next_used, 1);
+    assert_ne!(saved.interrupt_status, 0);
+
+    let irq2 = interrupt();
+    let parts = MmioHostParts {
+        device: Rng::new(None),
+        mem: mem.clone(),
+        interrupt: irq2.clone(),
+        queue_evts: evt(),
+    };
+    let mut t2 = MmioTransport::restore(parts, &saved).unwrap();
+    assert_eq!(r(&mut t2, STATUS), ALL_OK);
+    assert_eq!(r(&mut t2, INTERRUPT_STATUS), saved.interrupt_status);
+    assert!(fired(irq2.eventfd()), "pending interrupt not raised again");
+    d.submit(&[wr(DATA_BASE + 0x100, 64)]);
+    assert_eq!(t2.device().process_queue(), Some(1));
+    assert_eq!(d.used_idx(), 2);
+
+    // A state that does not fit the device is refused, not trusted.
+    let mut bad = saved.clone();
+    bad.registers.queues.push(bad.registers.queues[0]);
+    let parts = MmioHostParts {
+        device: Rng::new(None),
+        mem: mem.clone(),
+        interrupt: interrupt(),
+        queue_evts: evt(),
+    };
+    assert!(matches!(
+        MmioTransport::restore(parts, &bad),
+        Err(MmioError::Restore(_))
+    ));
+    // So are features the device never offered.
+    let mut bad = saved.clone();
+    bad.registers.acked_features |= 1 << 40;
+    let parts = MmioHostParts {
+        device: Rng::new(None),
+        mem: mem.clone(),
+        interrupt: interrupt(),
+        queue_evts: evt(),
+    };
+    assert!(matches!(
+        MmioTransport::restore(parts, &bad),
+        Err(MmioError::Restore(_))
+    ));
+    // So is a running queue whose rings lie outside guest memory.
+    let mut bad = saved;
+    bad.registers.queues[0].desc_table = 1 << 40;
+    let parts = MmioHostParts {
+        device: Rng::new(None),
+        mem,
+        interrupt: interrupt(),
+        queue_evts: evt(),
+    };
+    assert!(matches!(
+        MmioTransport::restore(parts, &bad),
+        Err(MmioError::Restore(_))
+    ));
 }

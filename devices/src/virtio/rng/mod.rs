@@ -3,12 +3,15 @@
 
 use vm_memory::Bytes;
 
-use super::queue_handler::{Chain, ChainProcessor, RunningQueue, Used};
-use super::{
+use crate::virtio::queue_handler::{Chain, ChainProcessor, RunningQueue, Used};
+use crate::virtio::{
     device_type, ActivateContext, ActivateError, EventLoopEndpoint, VirtioDevice,
     VIRTIO_F_VERSION_1,
 };
 use crate::GuestMemory;
+
+mod persist;
+pub use persist::RngState;
 
 /// Size of the single request queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -108,4 +111,11 @@ impl VirtioDevice for Rng {
             running.stop();
         }
     }
+
+    fn live_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        self.running.as_ref().map(|r| vec![r.queue_state()])
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,10 +10,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+mod persist;
+pub use persist::RtcState;
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 
-use super::port_of;
+use crate::legacy::port_of;
 
 /// Index port.
 pub const PORT_BASE: u16 = 0x70;
@@ -141,23 +144,6 @@ fn host_unix_time() -> i64 {
     }
 }
 
-/// Saved RTC state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RtcState {
-    /// Selected register.
-    pub index: u8,
-    /// Register A (rate/divider).
-    pub reg_a: u8,
-    /// Register B (modes).
-    pub reg_b: u8,
-    /// The 128 CMOS bytes (alarms and NVRAM; time registers here are unused).
-    pub cmos: Vec<u8>,
-    /// Guest time minus host time, in seconds.
-    pub offset_secs: i64,
-    /// The time being set while register B's SET bit is on.
-    pub frozen: Option<DateTime>,
-}
-
 /// The CMOS RTC.
 #[derive(Debug)]
 pub struct Rtc {
@@ -185,34 +171,6 @@ impl Rtc {
             cmos: [0; NVRAM_SIZE],
             offset_secs: 0,
             frozen: None,
-        }
-    }
-
-    /// An RTC restored from `state`; the guest clock keeps its offset from the host clock.
-    pub fn from_state(state: &RtcState) -> Self {
-        let mut cmos = [0; NVRAM_SIZE];
-        for (dst, src) in cmos.iter_mut().zip(&state.cmos) {
-            *dst = *src;
-        }
-        Rtc {
-            index: state.index & INDEX_MASK,
-            reg_a: state.reg_a & !REG_A_UIP,
-            reg_b: state.reg_b,
-            cmos,
-            offset_secs: state.offset_secs,
-            frozen: state.frozen,
-        }
-    }
-
-    /// The state for a snapshot.
-    pub fn state(&self) -> RtcState {
-        RtcState {
-            index: self.index,
-            reg_a: self.reg_a,
-            reg_b: self.reg_b,
-            cmos: self.cmos.to_vec(),
-            offset_secs: self.offset_secs,
-            frozen: self.frozen,
         }
     }
 
@@ -368,6 +326,7 @@ impl MutDevicePio for Rtc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::Persist;
 
     fn read(rtc: &mut Rtc, index: u8) -> u8 {
         rtc.pio_write(PioAddress(PORT_BASE), 0, &[index]);
@@ -493,7 +452,7 @@ mod tests {
         let drift = t.to_unix() - set.to_unix();
         assert!((0..=1).contains(&drift), "{t:?}");
         // The offset survives a snapshot.
-        let mut restored = Rtc::from_state(&rtc.state());
+        let mut restored = Rtc::restore((), &rtc.save()).unwrap();
         assert_eq!(read_clock(&mut restored, from_bcd).year, 2035);
     }
 
@@ -512,8 +471,8 @@ mod tests {
         write(&mut rtc, 0x7f, 0xcd);
         assert_eq!(read(&mut rtc, 0x40), 0xab);
         let state: RtcState =
-            serde_json::from_str(&serde_json::to_string(&rtc.state()).unwrap()).unwrap();
-        let mut restored = Rtc::from_state(&state);
+            serde_json::from_str(&serde_json::to_string(&rtc.save()).unwrap()).unwrap();
+        let mut restored = Rtc::restore((), &state).unwrap();
         assert_eq!(
             (read(&mut restored, 0x40), read(&mut restored, 0x7f)),
             (0xab, 0xcd)
