@@ -107,6 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             println!("{label}: {}", kind.reason());
             println!(
+                "pace: {}",
+                orchestrator::runner::pace::Pace::measure().describe()
+            );
+            println!(
                 "stock Linux guests: {}",
                 if kind.can_boot_linux() {
                     "boot directly on /dev/kvm"

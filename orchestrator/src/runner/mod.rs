@@ -7,6 +7,7 @@
 //! run directory keeps logs and reports; disk images go when the cluster stops.
 
 mod boot;
+pub mod pace;
 pub mod placement;
 pub mod progress;
 pub mod report;
@@ -146,7 +147,11 @@ pub fn run_loaded(
     report.add_phase_time(Phase::Prepare, prepare.elapsed());
 
     install_teardown_on_signals()?;
+    let pace = pace::Pace::measure();
+    progress.line(&pace.describe());
     let mut options = ClusterOptions::new(&opts.vmm);
+    options.timeouts.ready = pace.scale(options.timeouts.ready);
+    options.timeouts.command = pace.scale(options.timeouts.command);
     options.run_dir = Some(opts.run_dir.clone());
     // Logs and reports stay; disks go at the end (also on Ctrl-C).
     options.retain = Retain::Logs;
@@ -165,7 +170,9 @@ pub fn run_loaded(
     let ctx = steps::StepContext {
         spec_dir: &loaded.spec_dir,
         output_dir: &output_dir,
+        pace,
     };
+    report.pace = pace.factor;
     run_steps(&mut cluster, &loaded.scenario, &ctx, &mut report, progress);
     report
         .write_files(&opts.run_dir)

@@ -82,6 +82,9 @@ pub struct RunReport {
     pub phases: Vec<(Phase, f64)>,
     /// Every step, in order.
     pub steps: Vec<StepRecord>,
+    /// The factor every wait and time limit was scaled by for this host's speed (1: as
+    /// written; see `runner::pace`).
+    pub pace: f64,
     /// Every boot a step waited for (the boot phase's, then restarts), with where its time
     /// went.
     pub boots: Vec<crate::cluster::BootTimes>,
@@ -101,6 +104,7 @@ impl RunReport {
             phases: Vec::new(),
             steps: Vec::new(),
             boots: Vec::new(),
+            pace: 1.0,
         }
     }
 

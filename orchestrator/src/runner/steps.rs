@@ -19,6 +19,8 @@ pub struct StepContext<'a> {
     pub spec_dir: &'a Path,
     /// Directory for `copy_from` destinations.
     pub output_dir: &'a Path,
+    /// This host's pace: every wait is scaled by it.
+    pub pace: super::pace::Pace,
 }
 
 /// One line saying what `step` does.
@@ -103,13 +105,18 @@ pub fn phase_of(step: &Step, after_fault: bool) -> Phase {
     }
 }
 
-fn wait_limit(timeout: &Option<String>) -> Result<Duration, ClusterError> {
-    match timeout {
-        None => Ok(DEFAULT_WAIT),
+/// A step's wait: its `timeout` (or the default) scaled by the host's pace.
+fn wait_limit(
+    timeout: &Option<String>,
+    pace: &super::pace::Pace,
+) -> Result<Duration, ClusterError> {
+    let written = match timeout {
+        None => DEFAULT_WAIT,
         Some(t) => parse_duration(t).map_err(|e| ClusterError::BadStep {
             reason: format!("timeout {t:?}: {e}"),
-        }),
-    }
+        })?,
+    };
+    Ok(pace.scale(written))
 }
 
 fn expect_in(
@@ -175,7 +182,7 @@ pub fn run_step(
             expect,
             timeout,
         } => {
-            let limit = wait_limit(timeout)?;
+            let limit = wait_limit(timeout, &ctx.pace)?;
             live.set(&format!("up to {}s", limit.as_secs()));
             let n = cluster.node(node)?;
             Some(match expect {
@@ -188,7 +195,7 @@ pub fn run_step(
             command,
             timeout,
         } => {
-            let limit = wait_limit(timeout)?;
+            let limit = wait_limit(timeout, &ctx.pace)?;
             live.set(&format!("up to {}s", limit.as_secs()));
             Some(cluster.node(node)?.wait_until_fails(command, limit)?)
         }
@@ -199,7 +206,7 @@ pub fn run_step(
         } => {
             cluster
                 .node(node)?
-                .wait_for_unit(unit, wait_limit(timeout)?)?;
+                .wait_for_unit(unit, wait_limit(timeout, &ctx.pace)?)?;
             None
         }
         Step::WaitForPort {
@@ -209,7 +216,7 @@ pub fn run_step(
         } => {
             cluster
                 .node(node)?
-                .wait_for_open_port(*port, wait_limit(timeout)?)?;
+                .wait_for_open_port(*port, wait_limit(timeout, &ctx.pace)?)?;
             None
         }
         Step::WaitForFile {
@@ -219,12 +226,12 @@ pub fn run_step(
         } => {
             cluster
                 .node(node)?
-                .wait_for_file(path, wait_limit(timeout)?)?;
+                .wait_for_file(path, wait_limit(timeout, &ctx.pace)?)?;
             None
         }
         Step::WaitReady { node, timeout } => {
             let node = cluster.node(node)?;
-            node.wait_ready_within(wait_limit(timeout)?)?;
+            node.wait_ready_within(wait_limit(timeout, &ctx.pace)?)?;
             let times = node.boot_times();
             let text = times.as_ref().map(|t| t.describe());
             boots.extend(times);
