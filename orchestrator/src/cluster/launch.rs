@@ -45,6 +45,9 @@ pub struct LaunchDisk {
     pub create_size: Option<u64>,
     /// Filesystem to make on a new data disk (labelled with `id`).
     pub format: Option<crate::spec::DiskFormat>,
+    /// A volatile write cache in the `vmm` (`cache=writeback`): a power cut loses what the
+    /// guest has not flushed.
+    pub writeback: bool,
 }
 
 /// A network interface as handed to `vmm`.
@@ -132,9 +135,10 @@ impl NodeLaunch {
         if image.rootfs.is_some() {
             disks.push(LaunchDisk {
                 path: paths.root_disk.clone(),
-                id: Some("root".into()),
+                id: Some(ROOT_DISK.into()),
                 create_size: None,
                 format: None,
+                writeback: false,
             });
         }
         for (i, d) in spec.disks.iter().enumerate() {
@@ -151,6 +155,7 @@ impl NodeLaunch {
                 id: d.name.clone(),
                 create_size: Some(size),
                 format: d.format,
+                writeback: d.writeback(),
             });
         }
         let nics = spec
@@ -204,6 +209,9 @@ impl NodeLaunch {
             if let Some(id) = &d.id {
                 v.push(format!(",id={id}"));
             }
+            if d.writeback {
+                v.push(",cache=writeback");
+            }
             opt("--disk", v);
         }
         for n in &self.nics {
@@ -217,9 +225,47 @@ impl NodeLaunch {
         opt("--vsock", vsock);
         opt("--serial", paths.serial_log.clone().into());
         opt("--api-sock", paths.api_sock.clone().into());
+        opt("--fault-log", paths.fault_log.clone().into());
         args
     }
+
+    /// The `vmm` index of the disk a spec names `name` (`root`: the image's root disk):
+    /// its position in `--disk` order, which counts the root disk first when there is one.
+    pub fn disk_index(&self, name: &str) -> Option<usize> {
+        self.disks
+            .iter()
+            .position(|d| d.id.as_deref() == Some(name))
+    }
+
+    /// The `vmm` index of the node's NIC on `network` (its position in `--net` order).
+    pub fn nic_index(&self, network: &str) -> Option<usize> {
+        self.nics.iter().position(|n| n.network == network)
+    }
+
+    /// How a `vmm` device name of the fault log (`disk1`, `nic0`) reads in spec terms
+    /// (`data (disk1)`, `net0 (nic0)`); other names as they are.
+    pub fn device_label(&self, device: &str) -> String {
+        let index = |prefix: &str| {
+            device
+                .strip_prefix(prefix)
+                .and_then(|i| i.parse::<usize>().ok())
+        };
+        let name = if let Some(i) = index("disk") {
+            self.disks.get(i).and_then(|d| d.id.clone())
+        } else if let Some(i) = index("nic") {
+            self.nics.get(i).map(|n| n.network.clone())
+        } else {
+            None
+        };
+        match name {
+            Some(n) => format!("{n} ({device})"),
+            None => device.to_string(),
+        }
+    }
 }
+
+/// The serial (and the name `fault` steps use) of a node's root disk.
+pub const ROOT_DISK: &str = "root";
 
 fn vmm_mac(mac: &[u8; 6]) -> String {
     mac.iter()

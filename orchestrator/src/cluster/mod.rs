@@ -6,7 +6,8 @@
 //! - [`Node`]: one `vmm` process: `start`, `stop`, `crash`, `restart`, `freeze`/`thaw`,
 //!   `wait_ready`, and the NixOS-style test API (`succeed`, `fail`, `execute`,
 //!   `wait_until_succeeds`, `wait_for_unit`, `wait_for_open_port`, `wait_for_file`,
-//!   `wait_for_console_text`, `copy_to`/`copy_from`).
+//!   `wait_for_console_text`, `copy_to`/`copy_from`), and device faults: `add_fault`,
+//!   `clear_faults`, `power_cut`, the fault log (`faults_since`).
 //! - [`Cluster`]: switches + nodes, boot waves, `partition`/`block`/`heal`/`set_link` by
 //!   node name, teardown on drop; [`install_teardown_on_signals`] for Ctrl-C.
 //!
@@ -45,6 +46,7 @@ mod boot_times;
 mod console;
 mod control;
 mod error;
+mod faults;
 mod launch;
 mod node;
 mod process;
@@ -61,7 +63,10 @@ mod tests;
 pub use boot_times::{slowest, BootTimes};
 pub use console::Console;
 pub use error::{ClusterError, Result};
-pub use launch::{cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch};
+pub use faults::PowerCut;
+pub use launch::{
+    cid_for, guest_cmdline, mac_for, LaunchDisk, Nic, NodeImage, NodeLaunch, ROOT_DISK,
+};
 pub use node::{agent_runtime, Node, StopPhase, Timeouts, AGENT_PORT};
 pub use process::{is_live, processes_mentioning};
 pub use run_dir::{

@@ -90,6 +90,8 @@ pub struct Node {
     /// The spec's setup script and whether it has run (on the first boot of the disks).
     setup: Option<String>,
     setup_done: Mutex<bool>,
+    /// The fault rules (`fault` steps) its `vmm` has, and gets again at each start.
+    pub(super) fault_rules: devices::fault::FaultRules,
 }
 
 impl std::fmt::Debug for Node {
@@ -145,6 +147,7 @@ impl Node {
             boot_times: Mutex::new(None),
             setup: None,
             setup_done: Mutex::new(false),
+            fault_rules: devices::fault::FaultRules::default(),
         }
     }
 
@@ -216,7 +219,8 @@ impl Node {
         self.paths.remove_sockets()?;
         lock(&self.console).skip_to_end();
         self.boot_log_offset = std::fs::metadata(&self.paths.serial_log).map_or(0, |m| m.len());
-        let args = self.launch.vmm_args(&self.paths);
+        let mut args = self.launch.vmm_args(&self.paths);
+        args.extend(self.faults_file_args()?);
         tracing::info!(node = self.name(), "starting vmm");
         let process = VmmProcess::spawn(&self.vmm, &args, &self.paths.vmm_log, &self.paths)
             .map_err(|source| ClusterError::Spawn {
@@ -298,7 +302,7 @@ impl Node {
         }
     }
 
-    fn require_running(&mut self) -> Result<()> {
+    pub(super) fn require_running(&mut self) -> Result<()> {
         if self.is_running() {
             Ok(())
         } else {
@@ -348,14 +352,14 @@ impl Node {
         Ok(())
     }
 
-    fn kill_and_clean(&mut self) {
+    pub(super) fn kill_and_clean(&mut self) {
         if let Some(p) = &mut self.process {
             p.kill();
         }
         self.clean_after_exit();
     }
 
-    fn clean_after_exit(&mut self) {
+    pub(super) fn clean_after_exit(&mut self) {
         self.process = None;
         *lock(&self.agent) = None;
         wiring::detach(self.name(), &self.switches);
@@ -405,7 +409,7 @@ impl Node {
         StopPhase::Sigkill
     }
 
-    fn wait_exit(&mut self, timeout: Duration) -> bool {
+    pub(super) fn wait_exit(&mut self, timeout: Duration) -> bool {
         match &mut self.process {
             Some(p) => p.wait_timeout(timeout).is_some(),
             None => true,

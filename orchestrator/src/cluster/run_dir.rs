@@ -8,6 +8,8 @@
 //! <run>/<node>/vmm.log            vmm's own stdout and stderr
 //! <run>/<node>/root.img           copy of the image's root disk
 //! <run>/<node>/disk<N>.img        extra data disks, sparse
+//! <run>/<node>/faults.jsonl       every fault its vmm injected (vmm --fault-log)
+//! <run>/<node>/faults.toml        the fault rules its vmm started with, when it has some
 //! ```
 //!
 //! Unix socket addresses hold at most 107 bytes of path, so every socket path is checked
@@ -39,6 +41,10 @@ pub struct NodePaths {
     pub vmm_log: PathBuf,
     /// Root disk copy.
     pub root_disk: PathBuf,
+    /// The fault log (`vmm --fault-log`), appended to by every start of the node.
+    pub fault_log: PathBuf,
+    /// The fault rules the node's `vmm` starts with (`vmm --faults`), while it has any.
+    pub faults_file: PathBuf,
 }
 
 impl NodePaths {
@@ -51,6 +57,8 @@ impl NodePaths {
             serial_log: dir.join("serial.log"),
             vmm_log: dir.join("vmm.log"),
             root_disk: dir.join("root.img"),
+            fault_log: dir.join("faults.jsonl"),
+            faults_file: dir.join("faults.toml"),
             dir,
         }
     }

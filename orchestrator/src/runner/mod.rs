@@ -7,6 +7,7 @@
 //! run directory keeps logs and reports; disk images go when the cluster stops.
 
 mod boot;
+pub mod fault_summary;
 pub mod pace;
 pub mod placement;
 pub mod progress;
@@ -246,22 +247,26 @@ pub fn run_steps(
             outcome: Outcome::Skipped,
             seconds: 0.0,
             message: None,
+            faults: Vec::new(),
         };
         if failed {
             report.steps.push(record);
             continue;
         }
         let live = progress.start(format!("{}/{total} {label}", i + 1));
+        let marks = fault_summary::mark(cluster);
         let started = Instant::now();
         let result = steps::run_step(cluster, step, ctx, &live, progress, &mut report.boots);
         let took = started.elapsed();
+        record.faults = fault_summary::since(cluster, &marks);
         record.seconds = took.as_secs_f64();
         report.add_phase_time(phase, took);
         match result {
             Ok(message) => {
                 record.outcome = Outcome::Passed;
                 record.message = message.map(|m| clip(m.trim(), 2000));
-                live.finish("ok", None);
+                let injected = record.faults.join("; ");
+                live.finish("ok", (!injected.is_empty()).then_some(injected.as_str()));
             }
             Err(e) => {
                 failed = true;

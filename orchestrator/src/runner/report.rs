@@ -63,6 +63,10 @@ pub struct StepRecord {
     /// Output worth keeping (stdout of a command) or why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The faults injected while the step ran, from the nodes' fault logs, one line per
+    /// node, device, rule and action (`node02 etcd (disk1): 3 × flush eio (block[0])`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<String>,
 }
 
 /// A whole run.
@@ -209,11 +213,20 @@ impl RunReport {
             .collect::<Vec<_>>()
             .join(", ");
         let verdict = if self.passed() { "PASSED" } else { "FAILED" };
+        let mut injected = String::new();
+        for s in self.steps.iter().filter(|s| !s.faults.is_empty()) {
+            for line in &s.faults {
+                let _ = writeln!(injected, "  step {}: {line}", s.index);
+            }
+        }
+        if !injected.is_empty() {
+            injected.insert_str(0, "faults injected (from <run>/<node>/faults.jsonl):\n");
+        }
         let slowest = crate::cluster::slowest(&self.boots)
             .map(|line| format!("{line}\n"))
             .unwrap_or_default();
         format!(
-            "{table}\n{slowest}{} {verdict}: {} of {} steps passed in {:.1}s ({phases})\n",
+            "{table}\n{injected}{slowest}{} {verdict}: {} of {} steps passed in {:.1}s ({phases})\n",
             self.scenario,
             self.count(Outcome::Passed),
             self.steps.len(),
@@ -280,6 +293,7 @@ mod tests {
             outcome,
             seconds: 1.25,
             message: message.map(str::to_string),
+            faults: Vec::new(),
         };
         r.steps.push(step(1, Outcome::Passed, Some("ok")));
         r.steps.push(step(

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::spec::{parse_duration, Step};
+use crate::spec::{parse_duration, FaultRule, FaultTarget, Step};
 
 use super::boot::boot_with_progress;
 use super::progress::Live;
@@ -69,6 +69,33 @@ pub fn label(step: &Step) -> String {
             loss.unwrap_or(0.0),
             delay.as_deref().unwrap_or("0")
         ),
+        Step::Fault {
+            node,
+            disk,
+            network,
+            rule,
+            seed,
+        } => {
+            let device = match (disk, network) {
+                (Some(d), _) => format!("disk {d}"),
+                (None, Some(n)) => format!("network {n}"),
+                (None, None) => "?".into(),
+            };
+            let fields: Vec<String> = rule
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    v => format!("{k}={v}"),
+                })
+                .collect();
+            let seed = seed.map(|s| format!(" (seed {s})")).unwrap_or_default();
+            format!("fault {node} {device}: {}{seed}", fields.join(" "))
+        }
+        Step::ClearFaults { node } => format!("clear_faults {node}"),
+        Step::PowerCut { node, keep } => match keep {
+            Some(k) => format!("power_cut {node} (keep {k})"),
+            None => format!("power_cut {node}"),
+        },
         Step::CopyTo {
             node,
             source,
@@ -93,6 +120,8 @@ pub fn is_fault(step: &Step) -> bool {
             | Step::Crash { .. }
             | Step::Shutdown { .. }
             | Step::Freeze { .. }
+            | Step::Fault { .. }
+            | Step::PowerCut { .. }
     )
 }
 
@@ -286,6 +315,36 @@ pub fn run_step(
         Step::Thaw { node } => {
             cluster.node_mut(node)?.thaw()?;
             None
+        }
+        Step::Fault {
+            node,
+            disk,
+            network,
+            rule,
+            seed,
+        } => {
+            let bad = |reason: String| ClusterError::BadStep {
+                reason: format!("fault {node}: {reason}"),
+            };
+            let target = FaultTarget::of(disk.as_deref(), network.as_deref()).map_err(bad)?;
+            let rule = FaultRule::parse(&target, rule).map_err(|e| bad(e.join("; ")))?;
+            let n = cluster.node_mut(node)?;
+            let placed = n.add_fault(&target, rule, *seed)?;
+            let when = if n.is_running() {
+                "in force"
+            } else {
+                "in force from its next start"
+            };
+            let count = n.fault_rules().block.len() + n.fault_rules().net.len();
+            Some(format!("{placed}, {when}; {node} has {count} rule(s)"))
+        }
+        Step::ClearFaults { node } => {
+            cluster.node_mut(node)?.clear_faults()?;
+            None
+        }
+        Step::PowerCut { node, keep } => {
+            let cut = cluster.node_mut(node)?.power_cut(keep.unwrap_or(0.0))?;
+            Some(cut.describe())
         }
         Step::CopyTo {
             node,

@@ -52,8 +52,12 @@ pub enum ProblemKind {
     UnknownNode,
     /// Nodes that depend on each other in a circle.
     DependencyCycle,
-    /// A reference to a network that does not exist.
+    /// A reference to a network that does not exist (or that a node is not attached to).
     UnknownNetwork,
+    /// A `fault` step names a disk its node does not have.
+    UnknownDisk,
+    /// A `fault` step's rule that the vmm's rule parser refuses.
+    BadFaultRule,
     /// A subnet or address that does not parse.
     BadAddress,
     /// An address outside its network's subnet (or its network/broadcast address).

@@ -2,6 +2,7 @@
 //! `orchestrator/SPEC.md`), their parsing with exact error places, and their validation.
 
 mod error;
+mod fault;
 mod graph;
 mod locate;
 mod model;
@@ -16,10 +17,12 @@ mod tests;
 use std::path::Path;
 
 pub use error::{Problem, ProblemKind, SpecError};
+pub use fault::{FaultRule, FaultTarget};
 pub use graph::{find_cycles, Cycle};
 pub use locate::FieldPath;
 pub use model::{
-    ClusterSpec, DiskFormat, DiskSpec, NetworkSpec, NodeNetwork, NodeSpec, ReadinessCheck, Role,
+    ClusterSpec, DiskCache, DiskFormat, DiskSpec, NetworkSpec, NodeNetwork, NodeSpec,
+    ReadinessCheck, Role,
 };
 pub use scenario::{ScenarioSpec, Step};
 pub use units::{parse_duration, parse_size, UnitError};

@@ -118,6 +118,22 @@ pub struct DiskSpec {
     /// the guest can mount `LABEL=<name>`); absent: the disk starts empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DiskFormat>,
+    /// `writeback`: the VMM keeps a volatile write cache in front of the disk (what reaches
+    /// it is durable only once the guest flushes; a `power_cut` step drops the rest).
+    /// Absent or `writethrough`: every completed write is in the disk file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<DiskCache>,
+}
+
+/// How the VMM writes a disk (`vmm --disk PATH,cache=...`, see `vmm/FAULTS.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskCache {
+    /// Every completed write is in the disk file (the default).
+    Writethrough,
+    /// A volatile write cache: writes reach the file when the guest flushes; a power cut
+    /// loses the unflushed ones.
+    Writeback,
 }
 
 /// A filesystem the orchestrator can make on a data disk.
@@ -129,6 +145,11 @@ pub enum DiskFormat {
 }
 
 impl DiskSpec {
+    /// Whether the VMM gives this disk a volatile write cache.
+    pub fn writeback(&self) -> bool {
+        self.cache == Some(DiskCache::Writeback)
+    }
+
     /// Size in bytes.
     pub fn size_bytes(&self) -> Result<u64, UnitError> {
         parse_size(&self.size)

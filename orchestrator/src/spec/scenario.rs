@@ -168,6 +168,48 @@ pub enum Step {
         /// Node to thaw.
         node: String,
     },
+    /// Adds a fault rule for one disk or NIC of the node (`vmm/FAULTS.md`), on top of the
+    /// rules the node already has: `{ action = "fault", node = "node02", disk = "etcd",
+    /// rule = { op = "flush", action = "eio" } }`. The node's rules go to its `vmm` at once
+    /// (all of them, so every rule's counts start afresh) and again whenever it starts,
+    /// until `clear_faults`: a faulty disk stays faulty across `crash`, `power_cut` and
+    /// `start`. A node that is not running gets them when it starts.
+    Fault {
+        /// Node whose device misbehaves.
+        node: String,
+        /// A disk of the node by its `name` (`root` for the image's root disk): `rule` is a
+        /// `[[block]]` rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<String>,
+        /// A network the node is attached to: `rule` is a `[[net]]` rule for that NIC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+        /// The rule: the fields of a `[[block]]` or `[[net]]` rule in `vmm/FAULTS.md`
+        /// (`action`, `op`, `from`, `to`, `delay_ms`, `keep_bytes`, `dir`, `ethertype`,
+        /// `ip_proto`, `port`, `after`, `count`, `probability`), without `disk` or `nic`.
+        rule: serde_json::Map<String, serde_json::Value>,
+        /// Seed of the node's random fault decisions (probabilities, corrupted bits, which
+        /// unflushed blocks a power cut keeps); the node's seed stays until changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
+    },
+    /// Removes every fault rule of the node (also for its next starts).
+    ClearFaults {
+        /// Node to clear.
+        node: String,
+    },
+    /// Pulls the node's plug (`vmm` API `power_cut`): its `cache = "writeback"` disks lose
+    /// every write the guest has not flushed, then the VM ends. `start` boots it again on
+    /// the same disks.
+    PowerCut {
+        /// Node to cut.
+        node: String,
+        /// Fraction (0.0-1.0) of unflushed 4 KiB blocks that reach the disk anyway, chosen
+        /// from the node's seed, as a disk writing back its cache in its own order would
+        /// leave. Absent: 0, every unflushed write is lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<f64>,
+    },
     /// Copies a host file or directory into the node.
     CopyTo {
         /// Node to copy into.
@@ -216,6 +258,9 @@ impl Step {
             Step::Shutdown { .. } => "shutdown",
             Step::Freeze { .. } => "freeze",
             Step::Thaw { .. } => "thaw",
+            Step::Fault { .. } => "fault",
+            Step::ClearFaults { .. } => "clear_faults",
+            Step::PowerCut { .. } => "power_cut",
             Step::CopyTo { .. } => "copy_to",
             Step::CopyFrom { .. } => "copy_from",
             Step::Sleep { .. } => "sleep",

@@ -434,3 +434,281 @@ fn lifecycle_steps_parse_and_name_unknown_nodes() {
     assert_eq!(problems[0].field, "scenario[0].steps[1].node");
     assert_eq!(problems[0].kind, ProblemKind::UnknownNode);
 }
+
+/// BASE with one more network `back` that no node is on, and a scenario of `steps`.
+fn with_steps(steps: &str) -> String {
+    format!(
+        "{BASE}\n[[network]]\nname = \"back\"\nsubnet = \"10.9.0.0/24\"\n\n[[scenario]]\nname = \"s\"\nsteps = [\n{steps}\n]\n"
+    )
+}
+
+#[test]
+fn fault_steps_parse_with_the_vmms_rule_fields() {
+    let text = with_steps(
+        r#"  { action = "fault", node = "db", disk = "data", rule = { op = "flush", action = "eio", count = 3 } },
+  { action = "fault", node = "db", network = "net0", rule = { dir = "tx", action = "delay", delay_ms = 50, ethertype = 0x0800 }, seed = 7 },
+  { action = "fault", node = "db", disk = "root", rule = { action = "torn", keep_bytes = 2048, after = 2 } },
+  { action = "clear_faults", node = "db" },
+  { action = "power_cut", node = "db" },
+  { action = "power_cut", node = "db", keep = 0.25 },"#,
+    );
+    let spec = ClusterSpec::from_str(&text, FILE).unwrap();
+    let steps = &spec.scenarios[0].steps;
+    let actions: Vec<&str> = steps.iter().map(Step::action).collect();
+    assert_eq!(
+        actions,
+        [
+            "fault",
+            "fault",
+            "fault",
+            "clear_faults",
+            "power_cut",
+            "power_cut"
+        ]
+    );
+    let Step::Fault {
+        disk, rule, seed, ..
+    } = &steps[0]
+    else {
+        panic!("{:?}", steps[0])
+    };
+    assert_eq!((disk.as_deref(), *seed), (Some("data"), None));
+    let target = FaultTarget::of(disk.as_deref(), None).unwrap();
+    let FaultRule::Block(block) = FaultRule::parse(&target, rule).unwrap() else {
+        panic!("a disk takes a block rule")
+    };
+    use devices::fault::rules::{BlockActionKind, BlockOpKind, NetDirKind};
+    assert_eq!(
+        (block.op, block.action, block.count, block.disk),
+        (Some(BlockOpKind::Flush), BlockActionKind::Eio, 3, None)
+    );
+    let Step::Fault {
+        network,
+        rule,
+        seed,
+        ..
+    } = &steps[1]
+    else {
+        panic!("{:?}", steps[1])
+    };
+    assert_eq!(*seed, Some(7));
+    let target = FaultTarget::of(None, network.as_deref()).unwrap();
+    let FaultRule::Net(net) = FaultRule::parse(&target, rule).unwrap() else {
+        panic!("a network takes a net rule")
+    };
+    assert_eq!(
+        (net.dir, net.delay_ms, net.ethertype),
+        (NetDirKind::Tx, Some(50), Some(0x0800))
+    );
+    assert_eq!(
+        steps[5],
+        Step::PowerCut {
+            node: "db".into(),
+            keep: Some(0.25)
+        }
+    );
+    // The steps survive a round trip (the runner's reports and `--keep` re-read them).
+    let again = ClusterSpec::from_str(&toml::to_string(&spec).unwrap(), FILE).unwrap();
+    assert_eq!(again, spec);
+}
+
+#[test]
+fn fault_steps_name_unknown_disks_and_networks() {
+    let text = with_steps(
+        r#"  { action = "fault", node = "db", disk = "dta", rule = { action = "eio" } },"#,
+    );
+    let msg = one_problem(
+        &text,
+        ProblemKind::UnknownDisk,
+        "dta",
+        "scenario[0].steps[0].disk",
+    );
+    assert!(
+        msg.contains("node db has no disk named \"dta\"; its named disks: data (and root"),
+        "{msg}"
+    );
+    let text = with_steps(
+        r#"  { action = "fault", node = "db", network = "back", rule = { action = "drop" } },"#,
+    );
+    let msg = one_problem(
+        &text,
+        ProblemKind::UnknownNetwork,
+        "back\", rule",
+        "scenario[0].steps[0].network",
+    );
+    assert!(
+        msg.contains("node db is not attached to network \"back\"; its networks: net0"),
+        "{msg}"
+    );
+    // A node without named disks says how to name one.
+    let text = with_steps(
+        r#"  { action = "fault", node = "app", disk = "data", rule = { action = "eio" } },"#,
+    );
+    let msg = one_problem(
+        &text,
+        ProblemKind::UnknownDisk,
+        "node = \"app\"",
+        "scenario[0].steps[0].disk",
+    );
+    assert!(
+        msg.contains("(none)") && msg.contains("give the disk a name"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn fault_steps_need_exactly_one_device() {
+    for (step, needle) in [
+        (
+            r#"  { action = "fault", node = "db", rule = { action = "eio" } },"#,
+            "needs disk = NAME",
+        ),
+        (
+            r#"  { action = "fault", node = "db", disk = "data", network = "net0", rule = { action = "eio" } },"#,
+            "not both",
+        ),
+    ] {
+        let text = with_steps(step);
+        let msg = one_problem(
+            &text,
+            ProblemKind::BadValue,
+            "action = \"fault\"",
+            "scenario[0].steps[0].disk",
+        );
+        assert!(msg.contains(needle), "{msg}");
+    }
+}
+
+#[test]
+fn fault_rules_are_checked_by_the_vmms_own_parser() {
+    let cases = [
+        // Unknown and misplaced fields, wrong types.
+        (
+            r#"disk = "data", rule = { acton = "eio" }"#,
+            "unknown field `acton`",
+        ),
+        (
+            r#"disk = "data", rule = { action = "eio", dir = "tx" }"#,
+            "unknown field `dir`",
+        ),
+        (
+            r#"disk = "data", rule = { action = "explode" }"#,
+            "unknown variant `explode`",
+        ),
+        (
+            r#"disk = "data", rule = { action = "eio", count = "x" }"#,
+            "invalid type",
+        ),
+        (
+            r#"network = "net0", rule = { action = "eio" }"#,
+            "unknown variant `eio`",
+        ),
+        // The step picks the device; the rule does not.
+        (
+            r#"disk = "data", rule = { action = "eio", disk = 0 }"#,
+            "remove disk from the rule",
+        ),
+        (
+            r#"network = "net0", rule = { action = "drop", nic = 1 }"#,
+            "remove nic from the rule",
+        ),
+        (
+            r#"disk = "data", rule = { action = "eio", seed = 3 }"#,
+            "seed is a field of the fault step",
+        ),
+        // The vmm's consistency checks, with its words.
+        (
+            r#"disk = "data", rule = { action = "torn" }"#,
+            "action \"torn\" needs keep_bytes",
+        ),
+        (
+            r#"disk = "data", rule = { action = "delay" }"#,
+            "needs delay_ms",
+        ),
+        (
+            r#"disk = "data", rule = { action = "eio", probability = 2.0 }"#,
+            "probability = 2 is not between 0 and 1",
+        ),
+        (
+            r#"disk = "data", rule = { op = "flush", action = "eio", from = 0, to = 512 }"#,
+            "flush requests have no byte range",
+        ),
+        (
+            r#"network = "net0", rule = { action = "drop", ip_proto = 1, port = 80 }"#,
+            "port only matches TCP",
+        ),
+    ];
+    for (fields, needle) in cases {
+        let text = with_steps(&format!(
+            "  {{ action = \"fault\", node = \"db\", {fields} }},"
+        ));
+        let (problems, msg) = invalid(&text);
+        assert!(!problems.is_empty(), "{fields}");
+        for p in &problems {
+            assert_eq!(p.kind, ProblemKind::BadFaultRule, "{msg}");
+            assert_eq!(p.field, "scenario[0].steps[0].rule", "{msg}");
+            assert_eq!(p.line, line_of(&text, "action = \"fault\""), "{msg}");
+            assert!(
+                !p.message.contains("block[0]") && !p.message.contains("net[0]"),
+                "{msg}"
+            );
+        }
+        assert!(msg.contains(needle), "{fields}: {msg}");
+    }
+    // One line per mistake, worded as the vmm words it for a rules file.
+    let vmm = devices::fault::FaultRules::from_toml(
+        "[[block]]\naction = \"torn\"\ndelay_ms = 5\n",
+        "f.toml",
+    )
+    .unwrap_err();
+    let text = with_steps(
+        r#"  { action = "fault", node = "db", disk = "data", rule = { action = "torn", delay_ms = 5 } },"#,
+    );
+    let (problems, _) = invalid(&text);
+    let ours: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    let theirs: Vec<String> = vmm
+        .0
+        .iter()
+        .map(|l| l.trim_start_matches("f.toml: block[0]: ").to_string())
+        .collect();
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.len(), 2);
+}
+
+#[test]
+fn power_cut_keep_is_a_fraction() {
+    let text = with_steps(r#"  { action = "power_cut", node = "db", keep = 1.5 },"#);
+    let msg = one_problem(
+        &text,
+        ProblemKind::BadValue,
+        "power_cut",
+        "scenario[0].steps[0].keep",
+    );
+    assert!(msg.contains("use 0.0 to 1.0"), "{msg}");
+    let text = with_steps(r#"  { action = "clear_faults", node = "ghost" },"#);
+    one_problem(
+        &text,
+        ProblemKind::UnknownNode,
+        "ghost",
+        "scenario[0].steps[0].node",
+    );
+}
+
+#[test]
+fn disks_take_a_cache_mode() {
+    let text = BASE.replace(
+        r#"{ name = "data", size = "1G" }"#,
+        r#"{ name = "data", size = "1G", cache = "writeback" }, { size = "1G", cache = "writethrough" }"#,
+    );
+    let spec = ClusterSpec::from_str(&text, FILE).unwrap();
+    let db = spec.node("db").unwrap();
+    assert!(db.disks[0].writeback() && !db.disks[1].writeback());
+    let text = BASE.replace(
+        r#"{ name = "data", size = "1G" }"#,
+        r#"{ name = "data", size = "1G", cache = "fast" }"#,
+    );
+    let (line, field, msg) = syntax(&text);
+    assert_eq!(line, line_of(&text, "fast"), "{msg}");
+    assert!(field.starts_with("node[0].disks[0]"), "{msg}");
+    assert!(msg.contains("writeback"), "{msg}");
+}

@@ -18,7 +18,7 @@ role = "storage"
 image = "img"
 cpus = 2
 memory = 768
-disks = [{ name = "data", size = "4G" }, { size = "512M" }]
+disks = [{ name = "data", size = "4G", cache = "writeback" }, { size = "512M" }]
 networks = [{ network = "net0", address = "10.0.0.11/24" }, { network = "back", address = "192.168.7.5/24" }]
 "#;
 
@@ -59,7 +59,7 @@ fn vmm_arguments_carry_every_device_in_guest_order() {
         "--disk",
         "/run/k/db/root.img,id=root",
         "--disk",
-        "/run/k/db/disk0.img,id=data",
+        "/run/k/db/disk0.img,id=data,cache=writeback",
         "--disk",
         "/run/k/db/disk1.img",
         "--net",
@@ -72,6 +72,8 @@ fn vmm_arguments_carry_every_device_in_guest_order() {
         "/run/k/db/serial.log",
         "--api-sock",
         "/run/k/db/api.sock",
+        "--fault-log",
+        "/run/k/db/faults.jsonl",
     ];
     assert_eq!(
         args,
@@ -92,9 +94,11 @@ fn every_argument_parses_with_vmms_own_option_parsers() {
             .map(|w| w[1].to_string_lossy().into_owned())
             .collect()
     };
-    for d in value("--disk") {
-        d.parse::<vmm::config::DiskConfig>().unwrap();
-    }
+    let disks: Vec<vmm::config::DiskConfig> =
+        value("--disk").iter().map(|d| d.parse().unwrap()).collect();
+    let caches: Vec<_> = disks.iter().map(|d| d.cache).collect();
+    use devices::virtio::block::backend::CacheMode::{WriteBack, WriteThrough};
+    assert_eq!(caches, [WriteThrough, WriteBack, WriteThrough]);
     let nets: Vec<vmm::config::NetConfig> =
         value("--net").iter().map(|n| n.parse().unwrap()).collect();
     assert_eq!(nets[1].mac, Some(mac_for(300, 1)));
@@ -149,4 +153,27 @@ fn too_many_cpus_and_long_disk_names_are_refused_with_the_node_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("20 bytes"), "{err}");
+}
+
+#[test]
+fn spec_disk_and_network_names_map_to_vmm_indices() {
+    // With a root disk, the spec's first data disk is the vmm's disk 1.
+    let (with_root, _) = launch(true, 0);
+    assert_eq!(with_root.disk_index("root"), Some(0));
+    assert_eq!(with_root.disk_index("data"), Some(1));
+    assert_eq!(with_root.disk_index("nosuch"), None);
+    assert_eq!(with_root.nic_index("net0"), Some(0));
+    assert_eq!(with_root.nic_index("back"), Some(1));
+    assert_eq!(with_root.nic_index("nosuch"), None);
+    // Without one, it is disk 0, and there is no root disk to name.
+    let (without_root, _) = launch(false, 0);
+    assert_eq!(without_root.disk_index("data"), Some(0));
+    assert_eq!(without_root.disk_index("root"), None);
+    // Fault log device names read back in spec terms; unnamed and unknown ones stay.
+    assert_eq!(with_root.device_label("disk1"), "data (disk1)");
+    assert_eq!(with_root.device_label("disk0"), "root (disk0)");
+    assert_eq!(with_root.device_label("disk2"), "disk2");
+    assert_eq!(with_root.device_label("nic1"), "back (nic1)");
+    assert_eq!(with_root.device_label("vsock"), "vsock");
+    assert_eq!(with_root.device_label("disk9"), "disk9");
 }

@@ -113,18 +113,21 @@ fn disks_are_copied_sparse_and_created_sparse() {
                 id: None,
                 create_size: None,
                 format: None,
+                writeback: false,
             },
             LaunchDisk {
                 path: dir.path().join("disk0.img"),
                 id: None,
                 create_size: Some(1 << 30),
                 format: None,
+                writeback: false,
             },
             LaunchDisk {
                 path: dir.path().join("disk1.img"),
                 id: Some("etcd".into()),
                 create_size: Some(1 << 30),
                 format: Some(crate::spec::DiskFormat::Ext4),
+                writeback: true,
             },
         ],
         nics: vec![],
@@ -179,4 +182,53 @@ fn proc_net_unix_parsing_finds_abstract_ports() {
     ));
     assert!(!super::super::wiring::abstract_bound(table, "kiln-net-4-0"));
     assert_eq!(vmm_port_name(42, 1), "kiln-net-42-1");
+}
+
+#[test]
+fn fault_log_is_read_from_a_mark_in_whole_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = NodePaths::in_dir(dir.path());
+    let launch = NodeLaunch {
+        name: "n".into(),
+        index: 0,
+        kernel: "/k".into(),
+        initrd: None,
+        cmdline: String::new(),
+        memory_mib: 64,
+        cpus: 1,
+        disks: vec![],
+        nics: vec![],
+    };
+    let node = Node::new(
+        launch,
+        paths.clone(),
+        "/no/vmm",
+        vec![],
+        vec![],
+        agent_runtime().unwrap(),
+    );
+    // No log yet: nothing, from anywhere.
+    assert_eq!(node.fault_log_len(), 0);
+    assert!(node.faults_since(0).is_empty());
+    let line = |request: u64| {
+        format!(
+            "{{\"time\":1.5,\"device\":\"disk0\",\"op\":\"flush\",\"request\":{request},\"rule\":\"block[0]\",\"action\":\"eio\"}}\n"
+        )
+    };
+    std::fs::write(&paths.fault_log, line(1)).unwrap();
+    let mark = node.fault_log_len();
+    // A second record, and a third still being written: only whole lines count.
+    let mut more = line(2);
+    more.push_str(&line(3)[..20]);
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&paths.fault_log)
+        .unwrap()
+        .write_all(more.as_bytes())
+        .unwrap();
+    let since: Vec<u64> = node.faults_since(mark).iter().map(|r| r.request).collect();
+    assert_eq!(since, [2]);
+    let all: Vec<u64> = node.faults_since(0).iter().map(|r| r.request).collect();
+    assert_eq!(all, [1, 2]);
 }

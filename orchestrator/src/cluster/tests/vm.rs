@@ -142,6 +142,132 @@ networks = [{ network = "net0", address = "10.0.0.2/24" }]
 }
 
 #[test]
+fn fault_rules_reach_the_vmm_by_spec_name_survive_restarts_and_a_power_cut_stops_it() {
+    if !kvm_or_skip("fault rules and power cut on a tiny guest") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create_in(dir.path(), false).unwrap();
+    let kernel = tiny_kernel(dir.path(), "kiln tiny guest up\n");
+    let switch = Arc::new(Switch::start(run.switch_socket("net0"), 1).unwrap());
+    let spec = ClusterSpec::from_str(
+        r#"
+[[network]]
+name = "net0"
+subnet = "10.0.0.0/24"
+[[node]]
+name = "disky"
+role = "storage"
+image = "tiny"
+memory = 64
+disks = [{ size = "1M" }, { name = "data", size = "1M", cache = "writeback" }]
+networks = [{ network = "net0", address = "10.0.0.2/24" }]
+"#,
+        "tiny.toml",
+    )
+    .unwrap();
+    let paths = run.create_node("disky").unwrap();
+    let image = tiny_image(kernel);
+    let launch =
+        NodeLaunch::from_spec(&spec.nodes[0], 0, &image, &paths, |n| run.switch_socket(n)).unwrap();
+    prepare_disks(&launch, &image).unwrap();
+    let mut node = Node::new(
+        launch,
+        paths.clone(),
+        vmm_binary(),
+        vec![],
+        vec![("net0".into(), Arc::clone(&switch))],
+        agent_runtime().unwrap(),
+    );
+    let data = crate::spec::FaultTarget::Disk("data".into());
+    let parse = |target: &crate::spec::FaultTarget, json: serde_json::Value| {
+        let serde_json::Value::Object(map) = json else {
+            unreachable!()
+        };
+        crate::spec::FaultRule::parse(target, &map).unwrap()
+    };
+
+    // A rule added while the node is stopped is in force from its start, on the vmm's
+    // index of the disk the spec names (the second disk: index 1, no root disk here).
+    let placed = node
+        .add_fault(
+            &data,
+            parse(&data, serde_json::json!({"op": "flush", "action": "eio"})),
+            Some(9),
+        )
+        .unwrap();
+    assert_eq!(placed, "block[0] on data (disk1)");
+    node.start().unwrap();
+    node.wait_for_console_text("tiny guest up", BOOT).unwrap();
+    let report = node.fault_report().unwrap();
+    assert_eq!(report["seed"], 9, "{report}");
+    assert_eq!(report["block"][0]["disk"], 1, "{report}");
+    assert_eq!(report["block"][0]["op"], "flush", "{report}");
+    let file = std::fs::read_to_string(&paths.faults_file).unwrap();
+    assert!(
+        file.contains("seed = 9") && file.contains("[[block]]"),
+        "{file}"
+    );
+    assert!(paths.fault_log.is_file(), "the vmm opens its fault log");
+
+    // Added while running: the vmm gets the whole set at once.
+    let net = crate::spec::FaultTarget::Network("net0".into());
+    let placed = node
+        .add_fault(
+            &net,
+            parse(
+                &net,
+                serde_json::json!({"dir": "tx", "action": "drop", "probability": 0.5}),
+            ),
+            None,
+        )
+        .unwrap();
+    assert_eq!(placed, "net[0] on net0 (nic0)");
+    let report = node.fault_report().unwrap();
+    assert_eq!(report["net"][0]["nic"], 0, "{report}");
+    assert_eq!(report["block"].as_array().unwrap().len(), 1, "{report}");
+    // A rule of the wrong kind for its device is refused and changes nothing.
+    let wrong = parse(&data, serde_json::json!({"action": "eio"}));
+    let err = node.add_fault(&net, wrong, None).unwrap_err().to_string();
+    assert!(err.contains("does not fit network net0"), "{err}");
+    assert_eq!(node.fault_rules().block.len(), 1);
+
+    // The rules survive a crash and restart (a faulty disk stays faulty)...
+    node.crash().unwrap();
+    node.start().unwrap();
+    let report = node.fault_report().unwrap();
+    assert_eq!(report["block"][0]["disk"], 1, "{report}");
+    assert_eq!(report["net"][0]["action"], "drop", "{report}");
+    // ...until cleared, which keeps the seed (a power cut's `keep` draws from it).
+    node.clear_faults().unwrap();
+    let report = node.fault_report().unwrap();
+    assert_eq!(report["seed"], 9, "{report}");
+    assert!(
+        report["block"].as_array().is_none_or(Vec::is_empty),
+        "{report}"
+    );
+
+    // A power cut ends the vmm (status 0) and stops the node; start boots it again.
+    let cut = node.power_cut(0.0).unwrap();
+    assert!(
+        cut.cached_disks.is_none() || cut.cached_disks == Some(1),
+        "{cut:?}"
+    );
+    assert!(!node.is_running());
+    assert!(sockets_under(&paths.dir).is_empty());
+    let log = std::fs::read_to_string(&paths.vmm_log).unwrap();
+    assert!(log.contains("power cut by the host"), "{log}");
+    let err = node.power_cut(0.0).unwrap_err().to_string();
+    assert!(err.contains("not running"), "{err}");
+    node.start().unwrap();
+    node.wait_for_console_text("tiny guest up", BOOT).unwrap();
+    // Cleared rules start without them; the seed stays with the node.
+    let file = std::fs::read_to_string(&paths.faults_file).unwrap();
+    assert_eq!(file.trim(), "seed = 9");
+    assert_eq!(node.stop().unwrap(), StopPhase::ApiShutdown);
+}
+
+#[test]
 fn a_vmm_that_cannot_start_is_reported_with_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::create_in(dir.path(), false).unwrap();

@@ -1,11 +1,11 @@
 //! Scenario steps: referenced nodes exist, durations and paths are well-formed.
 
-use super::{node_names, Checker};
+use super::{names, node_names, Checker};
 use crate::spec::error::ProblemKind;
 use crate::spec::locate::FieldPath;
 use crate::spec::scenario::Step;
 use crate::spec::units::parse_duration;
-use crate::spec::ClusterSpec;
+use crate::spec::{ClusterSpec, FaultRule, FaultTarget, NodeSpec};
 
 /// Checks every scenario's steps.
 pub(super) fn check_scenarios(c: &mut Checker<'_>, spec: &ClusterSpec) {
@@ -61,7 +61,30 @@ fn check_step(c: &mut Checker<'_>, spec: &ClusterSpec, step: &Step, at: FieldPat
         | Step::Start { node: n }
         | Step::Shutdown { node: n }
         | Step::Freeze { node: n }
-        | Step::Thaw { node: n } => node(c, at.key("node"), n),
+        | Step::Thaw { node: n }
+        | Step::ClearFaults { node: n } => node(c, at.key("node"), n),
+        Step::PowerCut { node: n, keep } => {
+            node(c, at.key("node"), n);
+            if keep.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+                c.report(
+                    at.key("keep"),
+                    ProblemKind::BadValue,
+                    "keep is the fraction of unflushed blocks that survive; use 0.0 to 1.0".into(),
+                );
+            }
+        }
+        Step::Fault {
+            node: n,
+            disk,
+            network,
+            rule,
+            ..
+        } => {
+            node(c, at.key("node"), n);
+            if let Some(spec_node) = spec.node(n) {
+                check_fault(c, spec_node, disk.as_deref(), network.as_deref(), rule, &at);
+            }
+        }
         Step::WaitUntilSucceeds {
             node: n, timeout, ..
         }
@@ -158,5 +181,60 @@ fn check_step(c: &mut Checker<'_>, spec: &ClusterSpec, step: &Step, at: FieldPat
             absolute(c, at.key("source"), source);
         }
         Step::Sleep { duration: d } => duration(c, at.key("duration"), &Some(d.clone())),
+    }
+}
+
+/// A `fault` step: one device of the node, named as the spec names it, and a rule the
+/// vmm's own parser accepts for that kind of device.
+fn check_fault(
+    c: &mut Checker<'_>,
+    node: &NodeSpec,
+    disk: Option<&str>,
+    network: Option<&str>,
+    rule: &serde_json::Map<String, serde_json::Value>,
+    at: &FieldPath,
+) {
+    let target = match FaultTarget::of(disk, network) {
+        Ok(t) => t,
+        Err(why) => {
+            c.report(at.key("disk"), ProblemKind::BadValue, why);
+            return;
+        }
+    };
+    match &target {
+        FaultTarget::Disk(d) => {
+            let named = node.disks.iter().filter_map(|x| x.name.as_deref());
+            if d != "root" && !node.disks.iter().any(|x| x.name.as_deref() == Some(d)) {
+                c.report(
+                    at.key("disk"),
+                    ProblemKind::UnknownDisk,
+                    format!(
+                        "node {} has no disk named {d:?}; its named disks: {} (and root, the \
+                         image's root disk); give the disk a name in the node's disks to \
+                         target it",
+                        node.name,
+                        names(named)
+                    ),
+                );
+            }
+        }
+        FaultTarget::Network(net) => {
+            if !node.networks.iter().any(|x| &x.network == net) {
+                c.report(
+                    at.key("network"),
+                    ProblemKind::UnknownNetwork,
+                    format!(
+                        "node {} is not attached to network {net:?}; its networks: {}",
+                        node.name,
+                        names(node.networks.iter().map(|x| x.network.as_str()))
+                    ),
+                );
+            }
+        }
+    }
+    if let Err(errors) = FaultRule::parse(&target, rule) {
+        for e in errors {
+            c.report(at.key("rule"), ProblemKind::BadFaultRule, e);
+        }
     }
 }
