@@ -9,6 +9,11 @@
 //! - SIGINT in the middle of a run stops it and cleans up.
 //! - `up` keeps a cluster running; `status`, `exec`, `logs` and `stop` work against it
 //!   from other processes, and `stop` leaves nothing behind.
+//! - Device faults as scenario steps on one node: a `fault` rule (EIO on flushes of the disk
+//!   the spec names) fails the guest's fsync and the report names it, `clear_faults` lets the
+//!   same fsync pass, a `power_cut` loses the write the guest did not flush and keeps the one
+//!   it flushed, `start` boots the node on the same disks, and the run directory keeps the
+//!   node's fault log.
 //!
 //! The binary chooses where the VMs run (`--host auto`): on a PVM host like ours the whole
 //! run moves into the emulated KVM host, on hardware KVM it runs directly.
@@ -271,6 +276,117 @@ fn sigint_stops_a_run_and_cleans_up() {
     assert_nothing_left(&before, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(dir.with_extension("spec")).unwrap();
+}
+
+#[test]
+fn fault_steps_and_a_power_cut_act_on_the_guest_and_are_reported() {
+    let _serial = e2e::one_at_a_time();
+    let orchestrator = binaries();
+    let dir = run_dir("faults");
+    let spec_dir = dir.with_extension("spec");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    let spec = spec_dir.join("faults.toml");
+    // A raw disk (no file system: nothing but these commands writes or flushes it) with a
+    // write-back cache; the guest finds it by its serial, the spec's disk name.
+    std::fs::write(
+        &spec,
+        r#"name = "faults"
+
+[[network]]
+name = "net0"
+subnet = "10.1.0.0/24"
+
+[[node]]
+name = "solo"
+role = "storage"
+image = "debian-node"
+memory = 384
+disks = [{ name = "raw", size = "64M", cache = "writeback" }]
+networks = [{ network = "net0", address = "10.1.0.2/24" }]
+ready = [{ unit = "multi-user.target" }]
+
+[[scenario]]
+name = "check"
+steps = [
+  { action = "boot" },
+  { action = "fault", node = "solo", disk = "raw", rule = { op = "flush", action = "eio" } },
+  { action = "fail", node = "solo", command = "dd if=/dev/zero of=/dev/disk/by-id/virtio-raw bs=4k count=1 oflag=direct conv=fsync" },
+  { action = "clear_faults", node = "solo" },
+  { action = "succeed", node = "solo", command = "dd if=/dev/zero of=/dev/disk/by-id/virtio-raw bs=4k count=1 oflag=direct conv=fsync" },
+  # Block 1 is written and flushed; block 2 is written after it (O_DIRECT: it reaches the
+  # disk's write cache) and never flushed.
+  { action = "succeed", node = "solo", command = "printf kiln-synced | dd of=/dev/disk/by-id/virtio-raw bs=4k seek=1 conv=sync,fsync oflag=direct status=none && printf kiln-unsynced | dd of=/dev/disk/by-id/virtio-raw bs=4k seek=2 conv=sync oflag=direct status=none" },
+  { action = "power_cut", node = "solo" },
+  { action = "start", node = "solo" },
+  { action = "wait_ready", node = "solo" },
+  { action = "succeed", node = "solo", command = "dd if=/dev/disk/by-id/virtio-raw bs=4k skip=1 count=1 status=none | tr -d '\\000'", expect = "kiln-synced" },
+  { action = "succeed", node = "solo", command = "test -z \"$(dd if=/dev/disk/by-id/virtio-raw bs=4k skip=2 count=1 status=none | tr -d '\\000')\" && echo lost", expect = "lost" },
+]
+"#,
+    )
+    .unwrap();
+    let before = vm_processes();
+    let started = Instant::now();
+    let status = Command::new(&orchestrator)
+        .args(["run", "check", "--cluster"])
+        .arg(&spec)
+        .arg("--run-dir")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    say(&format!(
+        "e2e figure: the fault steps scenario took {:.0} s in all",
+        started.elapsed().as_secs_f64()
+    ));
+    let report = report(&dir);
+    assert!(status.success(), "{status}; see {}", dir.display());
+    let steps = report["steps"].as_array().unwrap();
+    assert!(outcomes(&report).iter().all(|s| s == "passed"));
+    // The EIO the guest saw is the rule's, on the disk the spec named, and only there.
+    let faults_of = |i: usize| steps[i]["faults"].clone();
+    assert_eq!(
+        faults_of(2),
+        serde_json::json!(["solo raw (disk1): 1 × flush eio (block[0])"]),
+        "{report}"
+    );
+    assert!(steps[2]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Input/output error"));
+    for quiet in [4, 5] {
+        assert!(faults_of(quiet).is_null(), "step {quiet}: {report}");
+    }
+    // The power cut dropped exactly the one unflushed block.
+    let cut = steps[6]["message"].as_str().unwrap();
+    assert!(
+        cut.contains("1 unflushed 4 KiB block(s) lost, 0 kept, on 1 write-back disk(s)"),
+        "{cut}"
+    );
+    let log = std::fs::read_to_string(dir.join("solo").join("faults.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{log}");
+    assert_eq!(
+        (
+            &records[0]["device"],
+            &records[0]["op"],
+            &records[0]["action"]
+        ),
+        (
+            &serde_json::json!("disk1"),
+            &serde_json::json!("flush"),
+            &serde_json::json!("eio")
+        )
+    );
+    assert!(
+        !dir.join("solo").join("faults.toml").exists(),
+        "cleared rules (seed 0) start no --faults file"
+    );
+    assert_nothing_left(&before, &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&spec_dir).unwrap();
 }
 
 /// Runs `orchestrator ARGS...` to completion: (exit code, stdout, stderr).

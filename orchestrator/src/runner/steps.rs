@@ -23,6 +23,18 @@ pub struct StepContext<'a> {
     pub pace: super::pace::Pace,
 }
 
+/// A command as one line: its first non-empty line, with ` …` when more follow (a script
+/// written as a multi-line string).
+fn brief(command: &str) -> String {
+    let mut lines = command.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    if lines.next().is_some() {
+        format!("{first} …")
+    } else {
+        first.to_string()
+    }
+}
+
 /// One line saying what `step` does.
 pub fn label(step: &Step) -> String {
     let a = step.action();
@@ -30,7 +42,7 @@ pub fn label(step: &Step) -> String {
         Step::Boot => "boot every node in dependency order".to_string(),
         Step::Exec { node, command }
         | Step::Fail { node, command }
-        | Step::WaitUntilFails { node, command, .. } => format!("{a} {node}: {command}"),
+        | Step::WaitUntilFails { node, command, .. } => format!("{a} {node}: {}", brief(command)),
         Step::Succeed {
             node,
             command,
@@ -42,8 +54,8 @@ pub fn label(step: &Step) -> String {
             expect,
             ..
         } => match expect {
-            Some(e) => format!("{a} {node}: {command} → {e:?}"),
-            None => format!("{a} {node}: {command}"),
+            Some(e) => format!("{a} {node}: {} → {e:?}", brief(command)),
+            None => format!("{a} {node}: {}", brief(command)),
         },
         Step::WaitForUnit { node, unit, .. } => format!("{a} {node}: {unit}"),
         Step::WaitForPort { node, port, .. } => format!("{a} {node}: {port}"),
@@ -376,4 +388,45 @@ pub fn run_step(
         }
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_one_line() {
+        let step = Step::Succeed {
+            node: "n1".into(),
+            command: "\n  # install the writer\n  cat > /x <<'EOF'\nloop\nEOF\n".into(),
+            expect: Some("ok".into()),
+        };
+        assert_eq!(label(&step), "succeed n1: # install the writer … → \"ok\"");
+        let step = Step::Exec {
+            node: "n1".into(),
+            command: "echo hi".into(),
+        };
+        assert_eq!(label(&step), "exec n1: echo hi");
+        let mut rule = serde_json::Map::new();
+        rule.insert("op".into(), "flush".into());
+        rule.insert("action".into(), "eio".into());
+        let step = Step::Fault {
+            node: "db".into(),
+            disk: Some("etcd".into()),
+            network: None,
+            rule,
+            seed: Some(3),
+        };
+        assert_eq!(
+            label(&step),
+            "fault db disk etcd: action=eio op=flush (seed 3)"
+        );
+        let step = Step::PowerCut {
+            node: "db".into(),
+            keep: None,
+        };
+        assert_eq!(label(&step), "power_cut db");
+        assert!(is_fault(&step));
+        assert!(!is_fault(&Step::ClearFaults { node: "db".into() }));
+    }
 }
