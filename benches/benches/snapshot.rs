@@ -23,64 +23,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_benches::qemu_monitor::Monitor;
-use kiln_benches::{nested, pvh_elf, release_vmm, Percentiles};
+use kiln_benches::tiny::{cold_boot_to_first_byte, tiny_config};
+use kiln_benches::{first_byte, ms, nested, pvh_elf, ratio, release_vmm, Series};
 use vmm::config::SerialOutput;
 use vmm::snapshot::SnapshotKind;
 use vmm::tiny_guest::Asm;
-
-/// One measured quantity: samples and failures.
-#[derive(Default)]
-struct Series {
-    samples: Vec<f64>,
-    failed: usize,
-}
-
-impl Series {
-    fn record(&mut self, r: Result<f64, String>, what: &str) {
-        match r {
-            Ok(v) => self.samples.push(v),
-            Err(e) => {
-                self.failed += 1;
-                println!("  {what}: run failed: {e}");
-            }
-        }
-    }
-
-    fn report(&self, name: &str, unit: &str) -> Option<Percentiles> {
-        if self.samples.is_empty() {
-            println!("{name:<48} no successful run ({} failed)", self.failed);
-            return None;
-        }
-        let mut v = self.samples.clone();
-        let p = Percentiles::of(&mut v);
-        let p90 = v[((0.9 * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        println!(
-            "{}  p90 {p90:>9.2}{}",
-            p.row(name, unit),
-            if self.failed > 0 {
-                format!("  ({} failed)", self.failed)
-            } else {
-                String::new()
-            }
-        );
-        Some(p)
-    }
-}
-
-fn ratio(name: &str, a: Option<Percentiles>, b: Option<Percentiles>) {
-    if let (Some(a), Some(b)) = (a, b) {
-        println!(
-            "ratio {name}: p50 {:.3}  p95 {:.3}  p99 {:.3}",
-            a.p50 / b.p50,
-            a.p95 / b.p95,
-            a.p99 / b.p99
-        );
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -102,22 +49,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Waits until `path` is a non-empty file; the time since `t`.
-fn first_byte(path: &Path, t: Instant, timeout: Duration) -> Result<Duration, String> {
-    loop {
-        if std::fs::metadata(path)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false)
-        {
-            return Ok(t.elapsed());
-        }
-        if t.elapsed() > timeout {
-            return Err(format!("no output in {}", path.display()));
-        }
-        std::hint::spin_loop();
-    }
 }
 
 /// Bytes `dir`'s files take on disk.
@@ -168,7 +99,10 @@ fn tiny(runs: usize) {
                 .record(kiln_restore_in_process(&snap, &round), "kiln restore");
             s.restore_process
                 .record(kiln_restore_process(&vmm_bin, &snap), "kiln --restore");
-            s.boot.record(kiln_boot(&kernel, mem, &round), "kiln boot");
+            s.boot.record(
+                cold_boot_to_first_byte(&kernel, mem, &round.join("cold.log")),
+                "kiln boot",
+            );
             if let Some(q) = &qemu {
                 let file = round.join("qemu.mig");
                 s.qemu_migrate.record(
@@ -211,13 +145,6 @@ struct TinySeries {
     qemu_migrate: Series,
     qemu_bytes: Series,
     qemu_incoming: Series,
-}
-
-fn tiny_config(kernel: &Path, mem: u32, serial: SerialOutput) -> vmm::VmConfig {
-    let mut cfg = vmm::VmConfig::new(kernel);
-    cfg.mem_mib = mem;
-    cfg.serial = serial;
-    cfg
 }
 
 /// Boots the guest, lets it print, and times the snapshot (the VM is paused before the clock
@@ -271,17 +198,6 @@ fn kiln_restore_process(vmm_bin: &Path, snap: &Path) -> Result<f64, String> {
     let _ = child.wait();
     r.map_err(|e| format!("no output: {e}"))?;
     Ok(ms(took))
-}
-
-fn kiln_boot(kernel: &Path, mem: u32, round: &Path) -> Result<f64, String> {
-    let log = round.join("cold.log");
-    let t = Instant::now();
-    let vm = vmm::start(tiny_config(kernel, mem, SerialOutput::File(log.clone())))
-        .map_err(|e| e.to_string())?;
-    let r = first_byte(&log, t, Duration::from_secs(10));
-    vm.handle().shutdown();
-    vm.wait();
-    r.map(ms)
 }
 
 /// A QEMU microvm running `kernel` (PVH) with its serial console in `log` and an HMP monitor.

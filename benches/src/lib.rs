@@ -1,13 +1,16 @@
-//! Shared helpers for Kiln's benchmarks: percentiles, child-process measurement, and finding
-//! the freshly built release binaries.
+//! Shared helpers for Kiln's benchmarks: percentiles, series with failures counted, child-process
+//! measurement, time to a guest's first output, and finding the freshly built release binaries.
 
 pub mod nested;
 pub mod pvh;
 pub mod qemu_monitor;
+pub mod series;
+pub mod tiny;
 
 pub use pvh::pvh_elf;
+pub use series::{ms, ratio, Series};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,6 +57,30 @@ pub struct ChildRun {
 /// Runs `cmd` to completion (output discarded) and reports its wall time and peak RSS. A child
 /// still running after `timeout` is killed, so a hung peer cannot hang the benchmark.
 pub fn measure(cmd: &mut Command, timeout: Duration) -> std::io::Result<ChildRun> {
+    measure_while(cmd, timeout, |_, _| ()).map(|(run, ())| run)
+}
+
+/// Like [`measure`], and also the time from launch to the first byte the child writes to
+/// `serial` (where its guest's serial console goes: a file that is absent or empty at launch),
+/// or why there was none. The same clock as [`first_byte`]: the file is polled while the child
+/// runs.
+pub fn measure_first_output(
+    cmd: &mut Command,
+    serial: &Path,
+    timeout: Duration,
+) -> std::io::Result<(ChildRun, Result<Duration, String>)> {
+    measure_while(cmd, timeout, |t, exited| {
+        first_byte_until(serial, t, timeout, exited)
+    })
+}
+
+/// Like [`measure`]; `during` runs after the launch, while the child runs, and is given the
+/// launch instant and a check whether the child has exited yet.
+pub fn measure_while<T>(
+    cmd: &mut Command,
+    timeout: Duration,
+    during: impl FnOnce(Instant, &dyn Fn() -> bool) -> T,
+) -> std::io::Result<(ChildRun, T)> {
     let t = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -69,6 +96,22 @@ pub fn measure(cmd: &mut Command, timeout: Duration) -> std::io::Result<ChildRun
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     });
+    let exited = || {
+        // SAFETY: siginfo_t is plain data filled in by the kernel; WNOWAIT leaves the child
+        // unreaped (and its pid ours) for the wait4 below.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is set (non-zero) only when waitid reported a child.
+        r != 0 || unsafe { info.si_pid() } != 0
+    };
+    let out = during(t, &exited);
     let mut status = 0;
     // SAFETY: rusage is plain data filled in by the kernel; we wait for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -81,11 +124,51 @@ pub fn measure(cmd: &mut Command, timeout: Duration) -> std::io::Result<ChildRun
         return Err(err);
     }
     std::mem::forget(child); // already reaped by wait4
-    Ok(ChildRun {
-        wall,
-        max_rss_kib: usage.ru_maxrss as u64,
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-    })
+    Ok((
+        ChildRun {
+            wall,
+            max_rss_kib: usage.ru_maxrss as u64,
+            code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        },
+        out,
+    ))
+}
+
+/// Waits until `path` is a non-empty file (a guest's serial log: its first byte marks the
+/// guest's first instructions running); the time since `t`. Polls without sleeping, so the
+/// resolution is a `stat` call.
+pub fn first_byte(path: &Path, t: Instant, timeout: Duration) -> Result<Duration, String> {
+    first_byte_until(path, t, timeout, &|| false)
+}
+
+/// [`first_byte`], giving up early once `gone()` says nothing more will be written.
+pub fn first_byte_until(
+    path: &Path,
+    t: Instant,
+    timeout: Duration,
+    gone: &dyn Fn() -> bool,
+) -> Result<Duration, String> {
+    let written = || {
+        std::fs::metadata(path)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+    };
+    loop {
+        if written() {
+            return Ok(t.elapsed());
+        }
+        if gone() {
+            // It may have written just before it went.
+            return match written() {
+                true => Ok(t.elapsed()),
+                false => Err(format!("exited with no output in {}", path.display())),
+            };
+        }
+        if t.elapsed() > timeout {
+            return Err(format!("no output in {}", path.display()));
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Builds the `vmm` binary in release mode and returns its path.
