@@ -76,6 +76,10 @@ pub fn emulated_host_memory(spec: &ClusterSpec, images: &HashMap<String, PathBuf
 /// otherwise. Several nested guests booting at once on a multi-vCPU TCG host triple-faulted
 /// at random (3 of 3 six-node runs with 2 vCPUs, each losing a node within seconds of its
 /// start); on one vCPU the same runs pass. The nodes then share one emulated CPU.
+/// QEMU 10.0.2 (bookworm-backports) with 2 vCPUs, 2026-12-02: no triple fault, wave 1 of
+/// fresh-smoke ready in 350 s (599 s on one vCPU in a busier run), but node06's setup hung
+/// for over 8 minutes in the one run tried, so one vCPU stays the default until many runs
+/// prove two.
 pub fn emulated_host_cpus() -> u32 {
     std::env::var("KILN_EMULATED_HOST_CPUS")
         .ok()
