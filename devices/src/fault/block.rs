@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::action::{action_name, delay};
 use super::engine::{fire, FaultEngine, ARMED_BLOCK};
 use super::log::FaultRecord;
 use super::rules::{BlockActionKind, BlockOpKind, BlockRule};
@@ -127,11 +128,8 @@ impl BlockFaults {
                 BlockActionKind::Eio => (BlockFault::Eio, None),
                 BlockActionKind::Lose => (BlockFault::Lose, None),
                 BlockActionKind::Delay => {
-                    let ms = rule.delay_ms.unwrap_or(0);
-                    (
-                        BlockFault::Delay(Duration::from_millis(ms)),
-                        Some(format!("delay_ms={ms}")),
-                    )
+                    let (held, detail) = delay(rule.delay_ms);
+                    (BlockFault::Delay(held), Some(detail))
                 }
                 BlockActionKind::Torn => {
                     let keep = rule.keep_bytes.unwrap_or(0);
@@ -151,10 +149,6 @@ impl BlockFaults {
                 }
             };
             let (offset, len) = op.range().unzip();
-            let action = serde_json::to_value(rule.action)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             st.record(FaultRecord {
                 time: FaultRecord::now(),
                 device: format!("disk{}", self.disk),
@@ -163,7 +157,7 @@ impl BlockFaults {
                 offset,
                 len,
                 rule: format!("block[{i}]"),
-                action,
+                action: action_name(rule.action),
                 detail,
             });
             return Some(fault);

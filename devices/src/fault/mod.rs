@@ -13,6 +13,7 @@
 //!
 //! With no rules, a hook costs one atomic load per request.
 
+mod action;
 mod block;
 pub mod draw;
 mod engine;

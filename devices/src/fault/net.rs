@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::action::{action_name, delay};
 use super::engine::{fire, FaultEngine, ARMED_NET};
 use super::log::FaultRecord;
 use super::rules::{NetActionKind, NetDirKind, NetRule};
@@ -95,11 +96,8 @@ impl NetFaults {
                 NetActionKind::Duplicate => (NetFault::Duplicate, None),
                 NetActionKind::Reorder => (NetFault::Reorder, None),
                 NetActionKind::Delay => {
-                    let ms = rule.delay_ms.unwrap_or(0);
-                    (
-                        NetFault::Delay(Duration::from_millis(ms)),
-                        Some(format!("delay_ms={ms}")),
-                    )
+                    let (held, detail) = delay(rule.delay_ms);
+                    (NetFault::Delay(held), Some(detail))
                 }
                 NetActionKind::Corrupt => {
                     if frame.is_empty() {
@@ -116,10 +114,6 @@ impl NetFaults {
                     )
                 }
             };
-            let action = serde_json::to_value(rule.action)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             st.record(FaultRecord {
                 time: FaultRecord::now(),
                 device: format!("nic{}", self.nic),
@@ -128,7 +122,7 @@ impl NetFaults {
                 offset: None,
                 len: Some(frame.len() as u64),
                 rule: format!("net[{i}]"),
-                action,
+                action: action_name(rule.action),
                 detail,
             });
             return Some(fault);
