@@ -261,11 +261,7 @@ impl FaultRules {
         for (i, r) in self.vsock.iter().enumerate() {
             check_trigger(&format!("vsock[{i}]"), r.probability, &mut errors);
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(RulesError(errors))
-        }
+        verdict(errors)
     }
 
     /// Checks that every rule names a device the VM has (`disks` disks, `nics` NICs).
@@ -285,11 +281,17 @@ impl FaultRules {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(RulesError(errors))
-        }
+        verdict(errors)
+    }
+}
+
+/// `Ok` when no mistake was found, else every mistake found (validation never stops at the
+/// first).
+fn verdict(errors: Vec<String>) -> Result<(), RulesError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(RulesError(errors))
     }
 }
 
