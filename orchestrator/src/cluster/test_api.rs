@@ -21,7 +21,12 @@ pub struct CommandOutput {
     pub stdout: String,
     /// stderr, lossily decoded.
     pub stderr: String,
+    /// The agent killed it at its time limit (`code` is then the signal's).
+    pub timed_out: bool,
 }
+
+/// The least time one attempt of a `wait_until_*` gets, however little of the wait is left.
+const SHORTEST_ATTEMPT: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Runs `op` against the agent (connecting within the ready timeout if needed), bounded
@@ -61,7 +66,11 @@ impl Node {
 
     /// Runs `command` and returns its exit code and output, whatever the code.
     pub fn run(&self, command: &str) -> Result<CommandOutput> {
-        let limit = self.timeouts.command;
+        self.run_within(command, self.timeouts.command)
+    }
+
+    /// [`Node::run`] with its own time limit (the agent kills the command after `limit`).
+    fn run_within(&self, command: &str, limit: Duration) -> Result<CommandOutput> {
         let req = ExecRequest::shell(command).timeout(limit);
         let what = format!("running `{command}`");
         // The agent enforces the limit; the extra second lets its answer arrive.
@@ -72,6 +81,7 @@ impl Node {
             code: out.status.shell_code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            timed_out: out.timed_out,
         })
     }
 
@@ -99,6 +109,18 @@ impl Node {
     /// Runs `command`, which must exit non-zero; returns stdout.
     pub fn fail(&self, command: &str) -> Result<String> {
         let out = self.run(command)?;
+        if out.timed_out {
+            // Killed at the time limit is not a failure of the command's own.
+            return Err(ClusterError::Timeout {
+                node: self.name().to_string(),
+                what: format!("`{command}` to fail"),
+                after: self.timeouts.command,
+                last: Some(format!(
+                    "still running, killed; stdout: {}",
+                    out.stdout.trim()
+                )),
+            });
+        }
         if out.code != 0 {
             return Ok(out.stdout);
         }
@@ -142,12 +164,23 @@ impl Node {
             None if success => "succeed".to_string(),
             None => "fail".to_string(),
         };
+        // One attempt never runs far past the wait's end: a command that hangs in the guest
+        // ends the wait on time instead of after the whole command time limit.
+        let deadline = std::time::Instant::now() + timeout;
         poll_until(
             self.name(),
             || format!("`{command}` to {goal}"),
             timeout,
             || {
-                Ok(match self.run(command) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let limit = left.max(SHORTEST_ATTEMPT).min(self.timeouts.command);
+                Ok(match self.run_within(command, limit) {
+                    // Killed at the limit: it neither passed nor failed.
+                    Ok(o) if o.timed_out => Probe::NotYet(format!(
+                        "still running after {:.0} s, killed; stdout so far: {}",
+                        limit.as_secs_f64(),
+                        o.stdout.trim()
+                    )),
                     Ok(o)
                         if (o.code == 0) == success
                             && expect.is_none_or(|text| o.stdout.contains(text)) =>

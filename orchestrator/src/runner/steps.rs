@@ -208,6 +208,15 @@ pub fn run_step(
         }
         Step::Fail { node, command } => {
             let o = cluster.node(node)?.run(command)?;
+            if o.timed_out {
+                // Killed at the time limit: not a failure of the command's own.
+                return Err(ClusterError::BadStep {
+                    reason: format!(
+                        "{node}: `{command}` was still running at its time limit and was \
+                         killed; a fail step needs it to exit non-zero by itself"
+                    ),
+                });
+            }
             if o.code == 0 {
                 return Err(ClusterError::CommandSucceeded {
                     node: node.clone(),

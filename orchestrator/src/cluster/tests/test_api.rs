@@ -132,6 +132,24 @@ fn waits_time_out_naming_node_and_what_was_awaited() {
 }
 
 #[test]
+fn a_command_that_hangs_ends_its_wait_on_time() {
+    let f = fixture();
+    let t = std::time::Instant::now();
+    let err = f
+        .node
+        .wait_until_fails("sleep 600", Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`sleep 600` to fail"), "{err}");
+    assert!(
+        err.contains("killed"),
+        "a killed command is not a failed one: {err}"
+    );
+    // One attempt gets at least 10 s, never the whole command time limit (15 min).
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}
+
+#[test]
 fn wait_for_file_and_port_see_what_exists() {
     let f = fixture();
     f.node
